@@ -1,0 +1,15 @@
+"""tinygradnorm: a small autograd engine for learning, checking and using backprop through normalization layers."""
+from . import autograd  # noqa: F401  (first: the Tensor module needs Function)
+from .autograd import no_grad, enable_grad, is_grad_enabled
+from .backend import device, default_device, manual_seed, cuda_available
+from .dtypes import float16, float32, float64, int32, int64, uint8, bool_ as bool  # noqa: A001
+from .tensor import Tensor
+from .creation import (tensor, zeros, ones, full, randn, rand, arange, zeros_like, ones_like, full_like,
+                       randn_like, rand_like)
+from .ops import (exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, maximum, minimum, clip, where, sum, mean, var,
+                  max, min, amax, amin, argmax, argmin, logsumexp, softmax, log_softmax, reshape, permute,
+                  transpose, flatten, squeeze, unsqueeze, broadcast_to, pad, cat, stack, matmul)
+from .gradcheck import gradcheck, GradcheckError
+
+clamp = clip
+__version__ = "0.1.0"

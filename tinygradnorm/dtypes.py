@@ -1,0 +1,25 @@
+"""The dtypes a Tensor can have. They are NumPy dtype objects, which CuPy shares."""
+import numpy as _np
+
+float16 = _np.dtype("float16")
+float32 = _np.dtype("float32")
+float64 = _np.dtype("float64")
+int32 = _np.dtype("int32")
+int64 = _np.dtype("int64")
+uint8 = _np.dtype("uint8")
+bool_ = _np.dtype("bool")
+
+
+def as_dtype(dtype):
+    """Normalize a dtype given as a tinygradnorm/NumPy dtype, a Python type or a string."""
+    if dtype is None:
+        return None
+    try:
+        return _np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unsupported dtype {dtype!r}: expected one of tinygradnorm.float32, float64, "
+                        "int64, bool, or a NumPy dtype") from None
+
+
+def is_floating(dtype):
+    return dtype.kind == "f"

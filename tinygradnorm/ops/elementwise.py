@@ -1,0 +1,276 @@
+"""Elementwise ops. Binary ops broadcast; ``sum_to`` takes each gradient back to its input's shape."""
+from ..autograd import Function
+from ..tensor import Tensor
+from ._util import broadcast_shape, pair, sum_to
+
+
+# ---- binary arithmetic ------------------------------------------------------------
+class Add(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a + b
+
+    def backward(self, g):
+        return sum_to(g, self.a_shape), sum_to(g, self.b_shape)
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        self.a_shape, self.b_shape = a.shape, b.shape
+        return a - b
+
+    def backward(self, g):
+        return sum_to(g, self.a_shape), sum_to(-g, self.b_shape)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        ga = sum_to(g * self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(g * self.a, self.b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        ga = sum_to(g / self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(-g * self.a / (self.b * self.b), self.b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Pow(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.out = a ** b
+        return self.out
+
+    def backward(self, g):
+        xp, a, b = self.xp, self.a, self.b
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = sum_to(g * b * a ** (b - 1), a.shape)
+        if self.needs_input_grad[1]:
+            # NOTE: d(a**b)/db = a**b * log(a), defined for a > 0 only.
+            gb = sum_to(g * self.out * xp.log(a), b.shape)
+        return ga, gb
+
+
+class Maximum(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return self.xp.maximum(a, b)
+
+    def backward(self, g):
+        # NOTE: at ties each input gets half the gradient, as in PyTorch.
+        a, b = self.a, self.b
+        wa = (a > b) + 0.5 * (a == b)
+        return sum_to(g * wa, a.shape), sum_to(g * (1 - wa), b.shape)
+
+
+class Minimum(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return self.xp.minimum(a, b)
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        wa = (a < b) + 0.5 * (a == b)
+        return sum_to(g * wa, a.shape), sum_to(g * (1 - wa), b.shape)
+
+
+class Where(Function):
+    def forward(self, a, b, condition):
+        self.condition, self.a_shape, self.b_shape = condition, a.shape, b.shape
+        return self.xp.where(condition, a, b)
+
+    def backward(self, g):
+        xp = self.xp
+        zero = g.dtype.type(0)
+        ga = sum_to(xp.where(self.condition, g, zero), self.a_shape) if self.needs_input_grad[0] else None
+        gb = sum_to(xp.where(self.condition, zero, g), self.b_shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+def _binary(cls, a, b, name):
+    a, b = pair(a, b)
+    try:
+        return cls.apply(a, b)
+    except ValueError:
+        broadcast_shape(a.shape, b.shape, name)  # raises the clear message when that is the cause
+        raise
+
+
+def add(a, b): return _binary(Add, a, b, "add")
+def sub(a, b): return _binary(Sub, a, b, "sub")
+def mul(a, b): return _binary(Mul, a, b, "mul")
+def div(a, b): return _binary(Div, a, b, "div")
+def pow(a, b): return _binary(Pow, a, b, "pow")
+def maximum(a, b): return _binary(Maximum, a, b, "maximum")
+def minimum(a, b): return _binary(Minimum, a, b, "minimum")
+
+
+def where(condition, a, b):
+    """Elements of ``a`` where ``condition`` holds, else of ``b`` (all three broadcast)."""
+    a, b = pair(a, b)
+    cond = condition.data if isinstance(condition, Tensor) else a.device.backend.asarray(condition)
+    if cond.dtype.kind != "b":
+        raise TypeError(f"where: condition must be a bool tensor (got dtype {cond.dtype}); compare first, e.g. x > 0")
+    try:
+        return Where.apply(a, b, condition=cond)
+    except ValueError:
+        broadcast_shape(broadcast_shape(a.shape, b.shape, "where"), cond.shape, "where")
+        raise
+
+
+# ---- unary ------------------------------------------------------------------------
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, g):
+        return -g
+
+
+class Exp(Function):
+    def forward(self, x):
+        self.out = self.xp.exp(x)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return self.xp.log(x)
+
+    def backward(self, g):
+        return g / self.x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        self.out = self.xp.sqrt(x)
+        return self.out
+
+    def backward(self, g):
+        return g / (2 * self.out)
+
+
+class Rsqrt(Function):
+    def forward(self, x):
+        self.out = 1 / self.xp.sqrt(x)
+        return self.out
+
+    def backward(self, g):
+        return -0.5 * g * self.out ** 3
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.x = x
+        return self.xp.abs(x)
+
+    def backward(self, g):
+        return g * self.xp.sign(self.x)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.out = self.xp.tanh(x)
+        return self.out
+
+    def backward(self, g):
+        return g * (1 - self.out * self.out)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        # NOTE: 1/(1+exp(-x)) overflows for x << 0; the tanh form is finite everywhere.
+        xp = self.xp
+        out = xp.tanh(x * 0.5)
+        out += 1
+        out *= 0.5
+        self.out = out
+        return out
+
+    def backward(self, g):
+        out = self.out
+        return g * out * (1 - out)
+
+
+class Relu(Function):
+    def forward(self, x):
+        self.out = self.xp.maximum(x, 0)
+        return self.out
+
+    def backward(self, g):
+        return g * (self.out > 0)
+
+
+class Clip(Function):
+    def forward(self, x, lo=None, hi=None):
+        self.x, self.lo, self.hi = x, lo, hi
+        return self.xp.clip(x, lo, hi)
+
+    def backward(self, g):
+        x, inside = self.x, True
+        if self.lo is not None:
+            inside = x >= self.lo
+        if self.hi is not None:
+            inside = inside & (x <= self.hi)
+        return g * inside
+
+
+def neg(x): return Neg.apply(x)
+def exp(x): return Exp.apply(_float(x, "exp"))
+def log(x): return Log.apply(_float(x, "log"))
+def sqrt(x): return Sqrt.apply(_float(x, "sqrt"))
+def rsqrt(x): return Rsqrt.apply(_float(x, "rsqrt"))
+def abs(x): return Abs.apply(x)
+def tanh(x): return Tanh.apply(_float(x, "tanh"))
+def sigmoid(x): return Sigmoid.apply(_float(x, "sigmoid"))
+def relu(x): return Relu.apply(x)
+
+
+def clip(x, min=None, max=None):
+    """Clamp to [min, max]; either bound may be None."""
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min or max must not be None")
+    return Clip.apply(x, lo=min, hi=max)
+
+
+def _float(x, op):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a Tensor (got {type(x).__name__})")
+    return x if x.dtype.kind == "f" else x.float()
+
+
+# ---- comparisons (no gradient) ----------------------------------------------------
+def _compare(ufunc_name, a, b):
+    a, b = pair(a, b)
+    if a.device is not b.device:
+        Add.apply(a, b)  # raises the device-mismatch error
+    xp = a.device.backend.xp
+    try:
+        out = getattr(xp, ufunc_name)(a.data, b.data)
+    except ValueError:
+        broadcast_shape(a.shape, b.shape, ufunc_name)
+        raise
+    return Tensor._wrap(out, a.device, False, None)
+
+
+def eq(a, b): return _compare("equal", a, b)
+def ne(a, b): return _compare("not_equal", a, b)
+def lt(a, b): return _compare("less", a, b)
+def le(a, b): return _compare("less_equal", a, b)
+def gt(a, b): return _compare("greater", a, b)
+def ge(a, b): return _compare("greater_equal", a, b)

@@ -1,0 +1,42 @@
+"""Matrix multiplication, batched and with PyTorch's 1-D rules."""
+from ..autograd import Function
+from ._util import broadcast_shape, pair, sum_to
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        # NOTE: treat a 1-D operand as a matrix (a row for a, a column for b), put the
+        # dims it removed back into g, then use the 2-D rules and sum over broadcast batches.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = g[..., None, :]
+        if b.ndim == 1:
+            g = g[..., None]
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = sum_to(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = sum_to(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a, b):
+    """a @ b with NumPy/PyTorch semantics: batched, broadcast, 1-D operands promoted."""
+    a, b = pair(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both arguments need to be at least 1D, but they are {a.ndim}D and {b.ndim}D; "
+                         "use * for scalar multiplication")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"matmul: mat1 and mat2 shapes cannot be multiplied ({tuple(a.shape)} and "
+                         f"{tuple(b.shape)}): the inner dimensions {k_a} and {k_b} must match")
+    if a.ndim > 2 and b.ndim > 2:
+        broadcast_shape(a.shape[:-2], b.shape[:-2], "matmul (batch dims)")
+    return MatMul.apply(a, b)

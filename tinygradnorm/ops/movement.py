@@ -1,0 +1,269 @@
+"""Movement ops: they change how values are laid out, never the values themselves."""
+from ..autograd import Function, is_grad_enabled
+from ..tensor import Tensor
+from ._util import dim_index, sum_to
+
+
+class Reshape(Function):
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        return x.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.in_shape)
+
+
+class Permute(Function):
+    def forward(self, x, dims):
+        self.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))
+        return x.transpose(dims)
+
+    def backward(self, g):
+        return g.transpose(self.inverse)
+
+
+class Expand(Function):
+    def forward(self, x, shape):
+        self.in_shape = x.shape
+        return self.xp.broadcast_to(x, shape)
+
+    def backward(self, g):
+        return sum_to(g, self.in_shape)
+
+
+class Pad(Function):
+    def forward(self, x, widths, value):
+        self.slices = tuple(slice(lo, lo + n) for (lo, _), n in zip(widths, x.shape))
+        return self.xp.pad(x, widths, mode="constant", constant_values=value)
+
+    def backward(self, g):
+        return g[self.slices]
+
+
+class Cat(Function):
+    def forward(self, *arrays, dim):
+        self.dim, self.sizes = dim, [a.shape[dim] for a in arrays]
+        return self.xp.concatenate(arrays, axis=dim)
+
+    def backward(self, g):
+        grads, start = [], 0
+        index = [slice(None)] * g.ndim
+        for n in self.sizes:
+            index[self.dim] = slice(start, start + n)
+            grads.append(g[tuple(index)])
+            start += n
+        return tuple(grads)
+
+
+class GetItem(Function):
+    def forward(self, x, index, advanced):
+        self.in_shape, self.index, self.advanced = x.shape, index, advanced
+        return x[index]
+
+    def backward(self, g):
+        gx = self.xp.zeros(self.in_shape, dtype=g.dtype)
+        if self.advanced:
+            # NOTE: integer-array indices may repeat; scatter-add accumulates each repeat.
+            self.backend.scatter_add(gx, self.index, g)
+        else:
+            gx[self.index] = g
+        return gx
+
+
+class To(Function):
+    """Copy to another device and/or dtype; the gradient goes back the same way."""
+
+    @classmethod
+    def apply(cls, x, device, dtype):
+        data = x.data
+        if device is not x.device:
+            data = device.backend.asarray(x.device.backend.to_host(data) if device.type == "cuda" else data)
+        if dtype is not None and data.dtype != dtype:
+            data = data.astype(dtype)
+        elif data is x.data:
+            data = data.copy()
+        if not (x.requires_grad and data.dtype.kind == "f" and is_grad_enabled()):
+            return Tensor._wrap(data, device, False, None)
+        fn = cls()
+        fn.parents, fn.needs_input_grad, fn.freed = (x,), (True,), False
+        fn.src_device, fn.src_dtype = x.device, x.dtype
+        return Tensor._wrap(data, device, True, fn)
+
+    def backward(self, g):
+        if self.src_device.type == "cpu":
+            g = self.src_device.backend.asarray(g)
+        else:
+            g = self.src_device.backend.asarray(g.get() if hasattr(g, "get") else g)
+        return g.astype(self.src_dtype, copy=False)
+
+
+# ---- public functions -------------------------------------------------------------
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+def _infer_shape(shape, size, op):
+    if list(shape).count(-1) > 1:
+        raise ValueError(f"{op}: only one dimension can be inferred (got shape {list(shape)})")
+    known = 1
+    for s in shape:
+        if s != -1:
+            if s < 0:
+                raise ValueError(f"{op}: invalid shape dimension {s} in {list(shape)}")
+            known *= s
+    if -1 in shape:
+        if known == 0 or size % known:
+            raise ValueError(f"{op}: shape '{list(shape)}' is invalid for input of size {size}")
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    elif known != size:
+        raise ValueError(f"{op}: shape '{list(shape)}' is invalid for input of size {size}")
+    return shape
+
+
+def reshape(x, *shape):
+    shape = _infer_shape(_shape_arg(shape), x.numel(), "reshape")
+    return x if shape == x.shape else Reshape.apply(x, shape=shape)
+
+
+def permute(x, *dims):
+    dims = _shape_arg(dims)
+    if len(dims) != x.ndim:
+        raise ValueError(f"permute: the number of dims does not match: input.dim() = {x.ndim} is not equal to "
+                         f"len(dims) = {len(dims)} (got dims {dims} for shape {tuple(x.shape)})")
+    dims = tuple(dim_index(d, x.ndim, "permute") for d in dims)
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"permute: repeated dim in {dims}")
+    return Permute.apply(x, dims=dims)
+
+
+def transpose(x, dim0, dim1):
+    dims = list(range(x.ndim))
+    a, b = dim_index(dim0, x.ndim, "transpose"), dim_index(dim1, x.ndim, "transpose")
+    dims[a], dims[b] = dims[b], dims[a]
+    return Permute.apply(x, dims=tuple(dims))
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    if x.ndim == 0:
+        return reshape(x, 1)
+    s, e = dim_index(start_dim, x.ndim, "flatten"), dim_index(end_dim, x.ndim, "flatten")
+    if s > e:
+        raise ValueError(f"flatten: start_dim ({start_dim}) cannot come after end_dim ({end_dim})")
+    n = 1
+    for d in x.shape[s:e + 1]:
+        n *= d
+    return reshape(x, x.shape[:s] + (n,) + x.shape[e + 1:])
+
+
+def squeeze(x, dim=None):
+    if dim is None:
+        return reshape(x, tuple(n for n in x.shape if n != 1))
+    dims = {dim_index(d, x.ndim, "squeeze") for d in ((dim,) if isinstance(dim, int) else dim)}
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in dims and n == 1)))
+
+
+def unsqueeze(x, dim):
+    d = dim_index(dim, x.ndim + 1, "unsqueeze")
+    return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
+
+
+def broadcast_to(x, shape):
+    shape = _shape_arg((shape,) if isinstance(shape, int) else (shape,))
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ValueError(f"expand: the number of sizes provided ({len(shape)}) must be greater or equal to the "
+                         f"number of dimensions in the tensor ({x.ndim}); shape {tuple(x.shape)}")
+    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape))
+    for i, n in enumerate(x.shape):
+        if n != 1 and n != shape[lead + i]:
+            raise ValueError(f"expand: the expanded size of the tensor ({shape[lead + i]}) must match the existing "
+                             f"size ({n}) at non-singleton dimension {lead + i}; cannot expand {tuple(x.shape)} "
+                             f"to {shape}")
+    return x if shape == x.shape else Expand.apply(x, shape=shape)
+
+
+def expand(x, *shape):
+    return broadcast_to(x, _shape_arg(shape))
+
+
+def pad(x, pad, value=0.0):
+    """Constant padding, PyTorch-style: ``pad`` lists (left, right) pairs from the last dim backwards."""
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: padding length must be even and at most 2*ndim = {2 * x.ndim} (got {len(pad)})")
+    if any(p < 0 for p in pad):
+        raise ValueError(f"pad: negative padding is not supported (got {pad}); slice the tensor instead")
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return Pad.apply(x, widths=tuple(widths), value=value)
+
+
+def cat(tensors, dim=0):
+    """Join tensors along an existing dim."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of Tensors")
+    ref = tensors[0]
+    d = dim_index(dim, ref.ndim, "cat")
+    for i, t in enumerate(tensors):
+        if t.ndim != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape)) if j != d):
+            raise ValueError(f"cat: sizes of tensors must match except in dimension {d}: tensor 0 has shape "
+                             f"{tuple(ref.shape)} but tensor {i} has shape {tuple(t.shape)}")
+    return Cat.apply(*tensors, dim=d)
+
+
+def stack(tensors, dim=0):
+    """Join same-shaped tensors along a new dim."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty list of Tensors")
+    for i, t in enumerate(tensors):
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: expects each tensor to be equal size, but got {tuple(tensors[0].shape)} at "
+                             f"entry 0 and {tuple(t.shape)} at entry {i}")
+    d = dim_index(dim, tensors[0].ndim + 1, "stack")
+    return cat([unsqueeze(t, d) for t in tensors], d)
+
+
+def raw_index(index, device):
+    """An index with Tensors replaced by their arrays (bool masks by the integer indices they select)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out = []
+    for p in parts:
+        if isinstance(p, Tensor):
+            if p.device is not device:
+                raise RuntimeError(f"indices on {p.device} cannot index a tensor on {device}; move them with "
+                                   f".to('{device}')")
+            p = p.data
+        elif isinstance(p, list):
+            p = device.backend.asarray(p)
+        if hasattr(p, "dtype") and getattr(p, "ndim", 0) > 0:
+            if p.dtype.kind == "b":
+                out.extend(p.nonzero())
+                continue
+            if p.dtype.kind not in "iu":
+                raise IndexError(f"tensors used as indices must be long, int or bool tensors (got dtype {p.dtype})")
+        out.append(p)
+    return tuple(out)
+
+
+def getitem(x, index):
+    idx = raw_index(index, x.device)
+    advanced = any(getattr(p, "ndim", 0) > 0 for p in idx)
+    try:
+        return GetItem.apply(x, index=idx, advanced=advanced)
+    except IndexError as e:
+        raise IndexError(f"index {index!r} is invalid for a tensor of shape {tuple(x.shape)}: {e}") from None
+
+
+def to(x, device, dtype):
+    if device is x.device and (dtype is None or dtype == x.dtype):
+        return x
+    return To.apply(x, device, dtype)
+
+
+def clone(x):
+    return To.apply(x, x.device, None)

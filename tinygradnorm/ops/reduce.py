@@ -1,0 +1,211 @@
+"""Reductions, and the softmax family built on them."""
+from collections import namedtuple
+
+from ..autograd import Function
+from ..tensor import Tensor
+from ._util import dim_index, reduce_dims
+
+
+def _kept_shape(shape, axes):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+class Sum(Function):
+    def forward(self, x, axes, keepdim):
+        self.in_shape, self.kept = x.shape, _kept_shape(x.shape, axes)
+        return x.sum(axis=axes, keepdims=keepdim)
+
+    def backward(self, g):
+        return self.xp.broadcast_to(g.reshape(self.kept), self.in_shape)
+
+
+class Mean(Function):
+    def forward(self, x, axes, keepdim):
+        self.in_shape, self.kept = x.shape, _kept_shape(x.shape, axes)
+        self.m = _count(x.shape, axes)
+        return x.mean(axis=axes, keepdims=keepdim) if self.m else self.xp.full(
+            x.sum(axis=axes, keepdims=keepdim).shape, float("nan"), dtype=x.dtype)
+
+    def backward(self, g):
+        return self.xp.broadcast_to(g.reshape(self.kept) / max(self.m, 1), self.in_shape)
+
+
+class Var(Function):
+    def forward(self, x, axes, keepdim, correction):
+        self.kept = _kept_shape(x.shape, axes)
+        self.d = x - x.mean(axis=axes, keepdims=True)
+        self.dof = _count(x.shape, axes) - correction
+        return (self.d * self.d).sum(axis=axes, keepdims=keepdim) / self.dof
+
+    def backward(self, g):
+        return g.reshape(self.kept) * (2 / self.dof) * self.d
+
+
+class Amax(Function):
+    """Max over dims; at ties the gradient is shared evenly, as for torch.amax."""
+
+    def forward(self, x, axes, keepdim, use_min=False):
+        out = x.min(axis=axes, keepdims=True) if use_min else x.max(axis=axes, keepdims=True)
+        self.mask = x == out
+        self.kept = out.shape
+        return out if keepdim else out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in axes))
+
+    def backward(self, g):
+        mask = self.mask
+        return g.reshape(self.kept) * mask / mask.sum(axis=tuple(i for i, n in enumerate(self.kept) if n == 1),
+                                                        keepdims=True)
+
+
+class MaxDim(Function):
+    """Max along one dim; the gradient goes to the index that was picked, as for torch.max(x, dim)."""
+
+    def forward(self, x, dim, keepdim, use_min=False):
+        xp = self.xp
+        idx = xp.expand_dims((x.argmin if use_min else x.argmax)(axis=dim), dim)
+        self.idx, self.dim, self.in_shape = idx, dim, x.shape
+        out = xp.take_along_axis(x, idx, axis=dim)
+        return out if keepdim else out.squeeze(dim)
+
+    def backward(self, g):
+        gx = self.xp.zeros(self.in_shape, dtype=g.dtype)
+        self.xp.put_along_axis(gx, self.idx, g.reshape(self.idx.shape), axis=self.dim)
+        return gx
+
+
+class LogSumExp(Function):
+    def forward(self, x, dim, keepdim):
+        self.x, self.dim = x, dim
+        self.out = _logsumexp(self.xp, x, dim)
+        return self.out if keepdim else self.out.squeeze(dim)
+
+    def backward(self, g):
+        g = g if g.ndim == self.x.ndim else self.xp.expand_dims(g, self.dim)
+        return g * self.xp.exp(self.x - self.out)
+
+
+class LogSoftmax(Function):
+    def forward(self, x, dim):
+        self.dim = dim
+        self.out = x - _logsumexp(self.xp, x, dim)
+        return self.out
+
+    def backward(self, g):
+        return g - self.xp.exp(self.out) * g.sum(axis=self.dim, keepdims=True)
+
+
+class Softmax(Function):
+    def forward(self, x, dim):
+        xp = self.xp
+        e = xp.exp(x - _finite_max(xp, x, dim))
+        self.dim, self.out = dim, e / e.sum(axis=dim, keepdims=True)
+        return self.out
+
+    def backward(self, g):
+        out = self.out
+        return out * (g - (g * out).sum(axis=self.dim, keepdims=True))
+
+
+def _finite_max(xp, x, dim):
+    """The max along dim, with -inf/inf rows replaced by 0 so that x - max stays finite-safe."""
+    m = x.max(axis=dim, keepdims=True)
+    return xp.where(xp.isfinite(m), m, 0)
+
+
+def _logsumexp(xp, x, dim):
+    # NOTE: subtracting the max keeps exp() from overflowing for logits of +-1000.
+    m = _finite_max(xp, x, dim)
+    return m + xp.log(xp.exp(x - m).sum(axis=dim, keepdims=True))
+
+
+def _count(shape, axes):
+    m = 1
+    for a in axes:
+        m *= shape[a]
+    return m
+
+
+# ---- public functions -------------------------------------------------------------
+MaxResult = namedtuple("max", ["values", "indices"])
+MinResult = namedtuple("min", ["values", "indices"])
+
+
+def sum(x, dim=None, keepdim=False, *, axis=None):
+    return Sum.apply(x, axes=reduce_dims(dim, x.ndim, axis, "sum"), keepdim=keepdim)
+
+
+def mean(x, dim=None, keepdim=False, *, axis=None):
+    if x.dtype.kind != "f":
+        raise TypeError(f"mean(): could not infer output dtype. Input dtype must be floating point (got {x.dtype}); "
+                        "convert it first, e.g. x.float()")
+    return Mean.apply(x, axes=reduce_dims(dim, x.ndim, axis, "mean"), keepdim=keepdim)
+
+
+def var(x, dim=None, *, correction=1, keepdim=False, axis=None, unbiased=None):
+    """Variance with ``correction`` subtracted from the count (1: unbiased, 0: biased)."""
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    return Var.apply(x, axes=reduce_dims(dim, x.ndim, axis, "var"), keepdim=keepdim, correction=correction)
+
+
+def _extreme(x, dim, keepdim, axis, use_min):
+    name = "min" if use_min else "max"
+    if axis is not None:
+        dim = axis
+    if x.numel() == 0:
+        raise RuntimeError(f"{name}(): expected a non-empty tensor (got shape {tuple(x.shape)})")
+    if isinstance(dim, int):
+        d = dim_index(dim, x.ndim, name)
+        values = MaxDim.apply(x, dim=d, keepdim=keepdim, use_min=use_min)
+        indices = (argmin if use_min else argmax)(x, d, keepdim)
+        return (MinResult if use_min else MaxResult)(values, indices)
+    return Amax.apply(x, axes=reduce_dims(dim, x.ndim, None, name), keepdim=keepdim, use_min=use_min)
+
+
+def max(x, dim=None, keepdim=False, *, axis=None):
+    """The max; with an int dim, a (values, indices) pair as torch.max returns."""
+    return _extreme(x, dim, keepdim, axis, use_min=False)
+
+
+def min(x, dim=None, keepdim=False, *, axis=None):
+    """The min; with an int dim, a (values, indices) pair as torch.min returns."""
+    return _extreme(x, dim, keepdim, axis, use_min=True)
+
+
+def amax(x, dim=None, keepdim=False):
+    return Amax.apply(x, axes=reduce_dims(dim, x.ndim, None, "amax"), keepdim=keepdim)
+
+
+def amin(x, dim=None, keepdim=False):
+    return Amax.apply(x, axes=reduce_dims(dim, x.ndim, None, "amin"), keepdim=keepdim, use_min=True)
+
+
+def _arg(x, dim, keepdim, axis, name):
+    if axis is not None:
+        dim = axis
+    if dim is None:
+        out = getattr(x.data.reshape(-1), name)()
+        out = out.reshape((1,) * x.ndim) if keepdim else out
+    else:
+        d = dim_index(dim, x.ndim, name)
+        out = getattr(x.data, name)(axis=d, keepdims=keepdim) if x.ndim else x.data.astype("int64") * 0
+    return Tensor._wrap(x.xp.asarray(out, dtype="int64"), x.device, False, None)
+
+
+def argmax(x, dim=None, keepdim=False, *, axis=None):
+    return _arg(x, dim, keepdim, axis, "argmax")
+
+
+def argmin(x, dim=None, keepdim=False, *, axis=None):
+    return _arg(x, dim, keepdim, axis, "argmin")
+
+
+def logsumexp(x, dim, keepdim=False):
+    return LogSumExp.apply(x, dim=dim_index(dim, x.ndim, "logsumexp"), keepdim=keepdim)
+
+
+def log_softmax(x, dim):
+    return LogSoftmax.apply(x, dim=dim_index(dim, x.ndim, "log_softmax"))
+
+
+def softmax(x, dim):
+    return Softmax.apply(x, dim=dim_index(dim, x.ndim, "softmax"))

@@ -1,0 +1,323 @@
+"""Tensor: an array on a device, plus what autograd needs (requires_grad, grad, the op that made it)."""
+from . import autograd
+from .backend import Device, default_device, device as as_device, device_of_array, is_array
+from .dtypes import as_dtype, float32, float64, int64, is_floating
+
+
+class Tensor:
+    """An n-dimensional array with reverse-mode autograd, in PyTorch's image."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_device", "_retains_grad", "__weakref__")
+    __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        dtype = as_dtype(dtype)
+        if isinstance(data, Tensor):
+            data, src = data.data, data.device
+        elif is_array(data):
+            src = device_of_array(data)
+        else:
+            src = None
+        dev = as_device(device) if device is not None else (src or default_device())
+        if src is None:
+            arr = dev.backend.asarray(data)
+            if dtype is None and arr.dtype == float64:
+                dtype = float32  # Python floats default to float32, as in PyTorch
+            elif arr.dtype.kind in "OUS":
+                raise TypeError(f"Tensor() got data of unsupported type {type(data).__name__}: "
+                                "expected numbers, nested lists of numbers, or a NumPy/CuPy array")
+        elif src is not dev:
+            arr = dev.backend.asarray(src.backend.to_host(data) if dev.type == "cuda" else data)
+        else:
+            arr = data
+        if dtype is not None and arr.dtype != dtype:
+            arr = arr.astype(dtype)
+        self.data = arr
+        self._device = dev
+        self.grad = None
+        self._ctx = None
+        self._retains_grad = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, data, device, requires_grad, ctx):
+        """Fast constructor for op outputs: no conversion, no checks."""
+        t = object.__new__(cls)
+        t.data, t._device, t.requires_grad, t._ctx = data, device, requires_grad, ctx
+        t.grad, t._retains_grad = None, False
+        return t
+
+    # ---- attributes -------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def T(self):
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        return self._ctx
+
+    @property
+    def xp(self):
+        """The array module (numpy or cupy) of this tensor's device."""
+        return self._device.backend.xp
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self):
+        return self.ndim
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # ---- conversion -------------------------------------------------------------
+    def numpy(self):
+        """A host NumPy array with this tensor's values (shared with it on the CPU)."""
+        return self._device.backend.to_host(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"a Tensor with {self.data.size} elements cannot be converted to a Python "
+                             f"scalar (shape {tuple(self.shape)}); index or reduce it first")
+        return self.data.item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with {self.data.size} elements is ambiguous")
+        return bool(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.numpy()
+        return arr if dtype is None else arr.astype(dtype)
+
+    def to(self, *args, dtype=None, device=None):
+        """A copy on another device and/or with another dtype (self when nothing changes)."""
+        for a in args:
+            if isinstance(a, (str, Device)):
+                device = a
+            else:
+                dtype = a
+        return ops.to(self, as_device(device) if device is not None else self._device, as_dtype(dtype))
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def float(self):
+        return self.to(float32)
+
+    def double(self):
+        return self.to(float64)
+
+    def long(self):
+        return self.to(int64)
+
+    def type(self, dtype):
+        return self.to(as_dtype(dtype))
+
+    def astype(self, dtype):
+        return self.to(as_dtype(dtype))
+
+    # ---- autograd ---------------------------------------------------------------
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not is_floating(self.dtype):
+            raise RuntimeError(f"only floating-point tensors can require gradients (got dtype {self.dtype}); "
+                               "convert it first, e.g. t.float()")
+        if not requires_grad and self._ctx is not None:
+            raise RuntimeError("requires_grad can only be switched off on a leaf tensor; use .detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def detach(self):
+        """The same values, cut from the graph."""
+        return Tensor._wrap(self.data, self._device, False, None)
+
+    def clone(self):
+        return ops.clone(self)
+
+    def retain_grad(self):
+        """Keep .grad on this non-leaf tensor after backward."""
+        if self._ctx is not None:
+            self._retains_grad = True
+
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad, weighted by ``gradient``."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() called on a tensor that does not require grad and has no grad_fn; "
+                               "create the leaves with requires_grad=True")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"grad can be implicitly created only for scalar outputs (got shape "
+                                   f"{tuple(self.shape)}); pass backward(gradient=...) of that shape")
+            grad = self.xp.ones(self.shape, dtype=self.dtype)
+        else:
+            grad = gradient.data if isinstance(gradient, Tensor) else self._device.backend.asarray(gradient)
+            if grad.shape != self.shape:
+                raise RuntimeError(f"backward(): gradient has shape {tuple(grad.shape)} but the tensor has "
+                                   f"shape {tuple(self.shape)}")
+            grad = grad.astype(self.dtype, copy=False)
+        autograd.backward(self, grad, retain_graph=retain_graph)
+
+    def zero_(self):
+        """Fill with zeros in place (no graph)."""
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value):
+        self.data[...] = value
+        return self
+
+    def copy_(self, other):
+        """Copy values from ``other`` in place, keeping this tensor's dtype and device."""
+        src = other.data if isinstance(other, Tensor) else other
+        self.data[...] = self._device.backend.asarray(src, dtype=self.dtype)
+        return self
+
+    def __setitem__(self, index, value):
+        if self.requires_grad and autograd.is_grad_enabled():
+            raise RuntimeError("in-place assignment to a tensor that requires grad is not supported; "
+                               "wrap it in `with tinygradnorm.no_grad():` or assign into .data")
+        value = value.data if isinstance(value, Tensor) else value
+        self.data[ops.raw_index(index, self._device)] = value
+
+    # ---- printing ---------------------------------------------------------------
+    def __repr__(self):
+        body = repr(self.numpy()).replace("array(", "tensor(", 1)
+        body = body[: body.rfind(")")] if body.endswith(")") else body
+        extra = []
+        if self.dtype not in (float32, int64) and "dtype=" not in body:
+            extra.append(f"dtype={self.dtype}")
+        if self._device.type != "cpu":
+            extra.append(f"device='{self._device}'")
+        if self._ctx is not None:
+            extra.append(f"grad_fn=<{type(self._ctx).__name__}Backward>")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        return body + "".join(", " + e for e in extra) + ")"
+
+    # ---- arithmetic -------------------------------------------------------------
+    def __add__(self, other): return ops.add(self, other)
+    def __radd__(self, other): return ops.add(other, self)
+    def __sub__(self, other): return ops.sub(self, other)
+    def __rsub__(self, other): return ops.sub(other, self)
+    def __mul__(self, other): return ops.mul(self, other)
+    def __rmul__(self, other): return ops.mul(other, self)
+    def __truediv__(self, other): return ops.div(self, other)
+    def __rtruediv__(self, other): return ops.div(other, self)
+    def __pow__(self, other): return ops.pow(self, other)
+    def __rpow__(self, other): return ops.pow(other, self)
+    def __matmul__(self, other): return ops.matmul(self, other)
+    def __rmatmul__(self, other): return ops.matmul(other, self)
+    def __neg__(self): return ops.neg(self)
+    def __pos__(self): return self
+    def __abs__(self): return ops.abs(self)
+    def __lt__(self, other): return ops.lt(self, other)
+    def __le__(self, other): return ops.le(self, other)
+    def __gt__(self, other): return ops.gt(self, other)
+    def __ge__(self, other): return ops.ge(self, other)
+    def __eq__(self, other): return ops.eq(self, other)
+    def __ne__(self, other): return ops.ne(self, other)
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index): return ops.getitem(self, index)
+
+    def add(self, other): return ops.add(self, other)
+    def sub(self, other): return ops.sub(self, other)
+    def mul(self, other): return ops.mul(self, other)
+    def div(self, other): return ops.div(self, other)
+    def pow(self, other): return ops.pow(self, other)
+    def neg(self): return ops.neg(self)
+    def matmul(self, other): return ops.matmul(self, other)
+    def eq(self, other): return ops.eq(self, other)
+    def ne(self, other): return ops.ne(self, other)
+    def lt(self, other): return ops.lt(self, other)
+    def le(self, other): return ops.le(self, other)
+    def gt(self, other): return ops.gt(self, other)
+    def ge(self, other): return ops.ge(self, other)
+
+    # ---- elementwise ------------------------------------------------------------
+    def exp(self): return ops.exp(self)
+    def log(self): return ops.log(self)
+    def sqrt(self): return ops.sqrt(self)
+    def rsqrt(self): return ops.rsqrt(self)
+    def abs(self): return ops.abs(self)
+    def tanh(self): return ops.tanh(self)
+    def sigmoid(self): return ops.sigmoid(self)
+    def relu(self): return ops.relu(self)
+    def square(self): return ops.mul(self, self)
+    def maximum(self, other): return ops.maximum(self, other)
+    def minimum(self, other): return ops.minimum(self, other)
+    def clip(self, min=None, max=None): return ops.clip(self, min, max)
+    clamp = clip
+    def where(self, condition, other): return ops.where(condition, self, other)
+
+    # ---- reductions -------------------------------------------------------------
+    def sum(self, dim=None, keepdim=False, *, axis=None): return ops.sum(self, dim, keepdim, axis=axis)
+    def mean(self, dim=None, keepdim=False, *, axis=None): return ops.mean(self, dim, keepdim, axis=axis)
+    def var(self, dim=None, *, correction=1, keepdim=False, axis=None, unbiased=None):
+        return ops.var(self, dim, correction=correction, keepdim=keepdim, axis=axis, unbiased=unbiased)
+    def std(self, dim=None, *, correction=1, keepdim=False, axis=None):
+        return ops.sqrt(ops.var(self, dim, correction=correction, keepdim=keepdim, axis=axis))
+    def max(self, dim=None, keepdim=False, *, axis=None): return ops.max(self, dim, keepdim, axis=axis)
+    def min(self, dim=None, keepdim=False, *, axis=None): return ops.min(self, dim, keepdim, axis=axis)
+    def amax(self, dim=None, keepdim=False): return ops.amax(self, dim, keepdim)
+    def amin(self, dim=None, keepdim=False): return ops.amin(self, dim, keepdim)
+    def argmax(self, dim=None, keepdim=False, *, axis=None): return ops.argmax(self, dim, keepdim, axis=axis)
+    def argmin(self, dim=None, keepdim=False, *, axis=None): return ops.argmin(self, dim, keepdim, axis=axis)
+    def logsumexp(self, dim, keepdim=False): return ops.logsumexp(self, dim, keepdim)
+    def softmax(self, dim): return ops.softmax(self, dim)
+    def log_softmax(self, dim): return ops.log_softmax(self, dim)
+
+    # ---- movement ---------------------------------------------------------------
+    def reshape(self, *shape): return ops.reshape(self, *shape)
+    def view(self, *shape): return ops.reshape(self, *shape)
+    def permute(self, *dims): return ops.permute(self, *dims)
+    def transpose(self, dim0, dim1): return ops.transpose(self, dim0, dim1)
+    def flatten(self, start_dim=0, end_dim=-1): return ops.flatten(self, start_dim, end_dim)
+    def squeeze(self, dim=None): return ops.squeeze(self, dim)
+    def unsqueeze(self, dim): return ops.unsqueeze(self, dim)
+    def expand(self, *shape): return ops.expand(self, *shape)
+    def broadcast_to(self, shape): return ops.broadcast_to(self, shape)
+    def expand_as(self, other): return ops.broadcast_to(self, other.shape)
+    def contiguous(self): return self
+
+
+from . import ops  # noqa: E402  (the ops need Tensor defined first)
