@@ -71,6 +71,8 @@ class Function:
         fn.backend = dev.backend
         fn.xp = dev.backend.xp
         data = fn.forward(*[t.data for t in inputs], **kwargs)
+        if not isinstance(data, fn.xp.ndarray):
+            data = fn.xp.asarray(data)  # NOTE: NumPy returns scalars from 0-d results; keep arrays
         if _GRAD_ENABLED[0] and any(t.requires_grad for t in inputs):
             fn.parents = inputs
             fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
@@ -79,9 +81,10 @@ class Function:
         return Tensor._wrap(data, dev, False, None)
 
     def release(self):
-        """Drop what forward saved; a later backward through this node is an error."""
+        """Drop what forward saved (keeping the graph's edges); a later backward through this node is an error."""
+        parents, needs = self.parents, self.needs_input_grad
         self.__dict__.clear()
-        self.freed = True
+        self.parents, self.needs_input_grad, self.freed = parents, needs, True
 
 
 def _device_mismatch(name, inputs):
@@ -122,6 +125,7 @@ def backward(root, grad, retain_graph=False):
         _accumulate(root, grad)
         return
     grads = {id(root): grad}
+    array_type = root.device.backend.xp.ndarray
     order = _topological_order(root)
     for node in order:
         g = grads.pop(id(node), None)
@@ -142,6 +146,8 @@ def backward(root, grad, retain_graph=False):
         for parent, needs, pg in zip(fn.parents, fn.needs_input_grad, input_grads):
             if not needs or pg is None:
                 continue
+            if not isinstance(pg, array_type):
+                pg = parent.device.backend.xp.asarray(pg, dtype=parent.dtype)
             if parent._ctx is None:
                 _accumulate(parent, pg)
             else:

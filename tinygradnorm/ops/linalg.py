@@ -14,10 +14,10 @@ class MatMul(Function):
         # dims it removed back into g, then use the 2-D rules and sum over broadcast batches.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            g = g[..., None, :]
         if b.ndim == 1:
             g = g[..., None]
+        if a.ndim == 1:
+            g = g[..., None, :]
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = sum_to(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)

@@ -27,7 +27,7 @@ class Mean(Function):
             x.sum(axis=axes, keepdims=keepdim).shape, float("nan"), dtype=x.dtype)
 
     def backward(self, g):
-        return self.xp.broadcast_to(g.reshape(self.kept) / max(self.m, 1), self.in_shape)
+        return self.xp.broadcast_to(g.reshape(self.kept) / (self.m or 1), self.in_shape)
 
 
 class Var(Function):

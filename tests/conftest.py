@@ -1,0 +1,32 @@
+"""Shared fixtures: the devices to run on, seeded random arrays, and the PyTorch oracle."""
+import numpy as np
+import pytest
+
+import tinygradnorm as tg
+
+DEVICES = ["cpu"] + (["cuda"] if tg.cuda_available()[0] else [])
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Every test that takes this runs once per device; CUDA cases skip without CuPy and a GPU."""
+    if request.param == "cuda":
+        ok, why = tg.cuda_available()
+        if not ok:
+            pytest.skip(f"no CUDA device: {why}")
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+def leaf(array, device="cpu", requires_grad=True):
+    """A float64 leaf tensor from a NumPy array."""
+    return tg.Tensor(np.asarray(array, dtype=np.float64), requires_grad=requires_grad, device=device)
