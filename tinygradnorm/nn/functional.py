@@ -3,6 +3,8 @@ from ..ops import log_softmax, softmax, relu, sigmoid, tanh, pad  # noqa: F401  
 from ..ops.conv import AvgPool2d, Conv2d, MaxPool2d, _out_size, _pair
 from ..ops.loss import NLLLoss
 from ..tensor import Tensor
+from .norm.functional import (batch_norm, group_norm, instance_norm, layer_norm, local_response_norm,  # noqa: F401
+                              rms_norm)
 
 _REDUCTIONS = ("mean", "sum", "none")
 

@@ -1,0 +1,226 @@
+"""Hand-derived forward and backward passes of the normalization layers.
+
+Read this next to docs/normalization.md: the names are the same. ``m`` is the number of
+elements behind each statistic, ``x_hat`` the standardized input, ``inv_std`` 1/sqrt(var + eps),
+``gy`` the output's gradient, ``gx``/``ggamma``/``gbeta`` the input's, weight's and bias's.
+
+Parameters arrive already shaped to broadcast against ``x`` (BatchNorm's weight as
+(1, C, 1, 1), GroupNorm's as (1, G, C/G, 1)), so one Function serves every layer that
+"standardizes over some axes, then applies a per-element affine".
+"""
+from ...autograd import Function
+from ...ops._util import sum_to
+
+
+# ---- reductions -------------------------------------------------------------------
+def _is_channel_pattern(a, axes):
+    """True when axes are every axis but 1 of a C-contiguous array (BatchNorm's reduction)."""
+    return a.ndim >= 2 and axes == tuple(i for i in range(a.ndim) if i != 1) and a.flags.c_contiguous
+
+
+def reduce_sum(xp, a, axes):
+    """Σ a over axes, keeping dims."""
+    if _is_channel_pattern(a, axes):
+        # NOTE: per-channel sums of an (N, C, L) array as one matrix-vector product run
+        # through BLAS, several times faster than a.sum(axis=(0, 2, 3)).
+        n, c = a.shape[:2]
+        rows = a.reshape(n * c, -1)
+        s = (rows @ xp.ones(rows.shape[1], dtype=a.dtype)).reshape(n, c).sum(axis=0)
+        return s.reshape((1, c) + (1,) * (a.ndim - 2))
+    return a.sum(axis=axes, keepdims=True)
+
+
+def reduce_dot(xp, a, b, axes):
+    """Σ a*b over axes, keeping dims, without building a*b where the layout allows."""
+    if _is_channel_pattern(a, axes) and b.flags.c_contiguous:
+        n, c = a.shape[:2]
+        s = xp.einsum("ncl,ncl->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+        return s.reshape((1, c) + (1,) * (a.ndim - 2))
+    return (a * b).sum(axis=axes, keepdims=True)
+
+
+def param_sum(xp, a, shape):
+    """Σ a down to a parameter's broadcast shape (the adjoint of broadcasting the parameter)."""
+    axes = tuple(i for i, n in enumerate(shape) if n == 1)
+    if len(shape) == a.ndim and _is_channel_pattern(a, axes):
+        return reduce_sum(xp, a, axes)
+    return sum_to(a, shape)
+
+
+def _acc(xp, x):
+    """x in a dtype of at least float32: statistics of float16 input are accumulated in float32."""
+    return x.astype(xp.float32) if x.dtype.itemsize < 4 else x
+
+
+# ---- standardize over axes, then affine -------------------------------------------
+class Standardize(Function):
+    """y = x_hat * weight + bias, with x_hat = (x - mean) * inv_std over ``axes`` (biased variance).
+
+    Used by BatchNorm (axes: all but C), InstanceNorm (the spatial axes), LayerNorm (the
+    trailing normalized axes) and GroupNorm (each group's channels and spatial axes).
+    ``stats`` receives the batch mean and biased variance for the running statistics.
+    """
+
+    def forward(self, x, *params, axes, eps, has_weight, has_bias, stats):
+        xp = self.xp
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
+        self.out_dtype = x.dtype
+        x = _acc(xp, x)
+        m = 1
+        for a in axes:
+            m *= x.shape[a]
+        mean = reduce_sum(xp, x, axes) / m
+        x_hat = x - mean                               # centred x: a fresh array, normalized in place below
+        # NOTE: corrected two-pass variance. Σ(x - mean) is 0 in exact arithmetic but not in
+        # float32 when |mean| >> std; removing it keeps x_hat accurate (e.g. mean 1e4, std 1).
+        shift = reduce_sum(xp, x_hat, axes) / m
+        var = xp.maximum(reduce_dot(xp, x_hat, x_hat, axes) / m - shift * shift, 0)
+        x_hat -= shift
+        mean += shift
+        inv_std = 1 / xp.sqrt(var + eps)
+        x_hat *= inv_std
+        if weight is not None:
+            y = x_hat * weight
+            if bias is not None:
+                y += bias
+        else:
+            y = x_hat + bias if bias is not None else x_hat.copy()
+        stats["mean"], stats["var"], stats["m"] = mean, var, m
+        self.x_hat, self.inv_std, self.weight, self.axes, self.m = x_hat, inv_std, weight, axes, m
+        self.bias_shape = None if bias is None else bias.shape
+        return y.astype(self.out_dtype, copy=False)
+
+    def backward(self, gy):
+        xp, x_hat, inv_std, weight, axes, m = self.xp, self.x_hat, self.inv_std, self.weight, self.axes, self.m
+        gy = gy.astype(x_hat.dtype, copy=False)
+        grads = []
+        if weight is None or all(weight.shape[a] == 1 for a in axes):
+            # NOTE: weight is constant within each statistic (BatchNorm, InstanceNorm), so with
+            # g_hat = weight * gy the sums factor: Σg_hat = weight·Σgy, Σ(g_hat·x_hat) = weight·Σ(gy·x_hat),
+            # and those two sums of gy are reused for gbeta and ggamma.
+            sum_gy = reduce_sum(xp, gy, axes)
+            sum_gy_xhat = reduce_dot(xp, gy, x_hat, axes)
+            scale = inv_std if weight is None else inv_std * weight
+            gx = gy * scale
+            gx -= x_hat * (scale * sum_gy_xhat / m)
+            gx -= scale * sum_gy / m
+            if weight is not None:
+                grads.append(param_sum(xp, sum_gy_xhat, weight.shape) if self.needs_input_grad[1] else None)
+            if self.bias_shape is not None:
+                grads.append(param_sum(xp, sum_gy, self.bias_shape) if self.needs_input_grad[-1] else None)
+        else:
+            # The closed form: gx = (inv_std / m) * (m*g_hat - Σg_hat - x_hat * Σ(g_hat*x_hat)).
+            g_hat = gy * weight
+            sum_g_hat = g_hat.sum(axis=axes, keepdims=True)
+            sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
+            gx = inv_std * (g_hat - (sum_g_hat + x_hat * sum_g_hat_xhat) / m)
+            grads.append(sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
+            if self.bias_shape is not None:
+                grads.append(sum_to(gy, self.bias_shape) if self.needs_input_grad[-1] else None)
+        return (gx.astype(self.out_dtype, copy=False), *grads)
+
+
+class FrozenStandardize(Function):
+    """Eval mode with running statistics: y = (x - mean) * inv_std * weight + bias, an affine map of x.
+
+    mean and var are constants here, so gx = gy * inv_std * weight, with no terms through the statistics.
+    """
+
+    def forward(self, x, *params, mean, var, eps, has_weight, has_bias):
+        xp = self.xp
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
+        inv_std = 1 / xp.sqrt(var + eps)
+        scale = inv_std if weight is None else inv_std * weight
+        shift = -mean * scale if bias is None else bias - mean * scale
+        y = x * scale.astype(x.dtype, copy=False)
+        y += shift.astype(x.dtype, copy=False)
+        self.scale, self.inv_std, self.mean = scale, inv_std, mean
+        self.weight_shape = None if weight is None else weight.shape
+        self.bias_shape = None if bias is None else bias.shape
+        self.x = x if has_weight else None  # a reference to the input, kept for ggamma
+        return y
+
+    def backward(self, gy):
+        xp = self.xp
+        gx = gy * self.scale.astype(gy.dtype, copy=False)
+        grads = []
+        if self.weight_shape is not None or self.bias_shape is not None:
+            axes = tuple(i for i, n in enumerate(self.scale.shape) if n == 1)
+            sum_gy = reduce_sum(xp, gy, axes)
+            if self.weight_shape is not None:
+                # ggamma = Σ gy * x_hat with x_hat = (x - mean) * inv_std, without building x_hat
+                ggamma = self.inv_std * (reduce_dot(xp, gy, self.x, axes) - self.mean * sum_gy)
+                grads.append(param_sum(xp, ggamma, self.weight_shape))
+            if self.bias_shape is not None:
+                grads.append(param_sum(xp, sum_gy, self.bias_shape))
+        return (gx, *grads)
+
+
+# ---- RMSNorm ----------------------------------------------------------------------
+class RMSNormalize(Function):
+    """y = x * inv_rms * weight with inv_rms = 1/sqrt(mean(x^2 over axes) + eps); no centring."""
+
+    def forward(self, x, *params, axes, eps):
+        xp = self.xp
+        weight = params[0] if params else None
+        self.out_dtype = x.dtype
+        x = _acc(xp, x)
+        m = 1
+        for a in axes:
+            m *= x.shape[a]
+        inv_rms = 1 / xp.sqrt(reduce_dot(xp, x, x, axes) / m + eps)
+        x_hat = x * inv_rms
+        y = x_hat * weight if weight is not None else x_hat.copy()
+        self.x_hat, self.inv_rms, self.weight, self.axes, self.m = x_hat, inv_rms, weight, axes, m
+        return y.astype(self.out_dtype, copy=False)
+
+    def backward(self, gy):
+        x_hat, inv_rms, weight, axes, m = self.x_hat, self.inv_rms, self.weight, self.axes, self.m
+        gy = gy.astype(x_hat.dtype, copy=False)
+        # gx = inv_rms * (g_hat - x_hat * Σ(g_hat*x_hat) / m), with g_hat = weight * gy
+        g_hat = gy * weight if weight is not None else gy
+        gx = inv_rms * (g_hat - x_hat * ((g_hat * x_hat).sum(axis=axes, keepdims=True) / m))
+        gx = gx.astype(self.out_dtype, copy=False)
+        if weight is None:
+            return gx
+        return gx, (sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
+
+
+# ---- LocalResponseNorm ------------------------------------------------------------
+def _channel_window_sum(xp, a, before, after):
+    """out[:, c] = Σ a[:, c - before .. c + after] along the channel axis, zero outside."""
+    widths = [(0, 0), (before, after)] + [(0, 0)] * (a.ndim - 2)
+    padded = xp.pad(a, widths)
+    c = a.shape[1]
+    out = padded[:, 0:c].copy()
+    for k in range(1, before + after + 1):
+        out += padded[:, k:k + c]
+    return out
+
+
+class LocalResponseNormalize(Function):
+    """y_c = x_c * s_c^-beta with s_c = k + alpha/size * Σ x_j^2 over channels j in c's window.
+
+    The window of channel c is [c - size//2, c + (size-1)//2], as in PyTorch.
+    """
+
+    def forward(self, x, size, alpha, beta, k):
+        xp = self.xp
+        s = _channel_window_sum(xp, x * x, size // 2, (size - 1) // 2)
+        s *= alpha / size
+        s += k
+        s_pow = s ** -beta
+        self.x, self.s, self.s_pow, self.hyper = x, s, s_pow, (size, alpha, beta)
+        return x * s_pow
+
+    def backward(self, gy):
+        xp, x, s, s_pow = self.xp, self.x, self.s, self.s_pow
+        size, alpha, beta = self.hyper
+        # d y_c / d x_j = [c == j] s_c^-beta - x_c * beta * s_c^(-beta-1) * (2 alpha / size) x_j  (j in c's window)
+        # Channel j is in c's window exactly when c is in j's mirrored window [j - (size-1)//2, j + size//2].
+        t = gy * x * s_pow / s
+        gx = gy * s_pow
+        gx -= (2 * alpha * beta / size) * x * _channel_window_sum(xp, t, (size - 1) // 2, size // 2)
+        return gx
