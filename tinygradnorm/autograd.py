@@ -122,9 +122,10 @@ def _topological_order(root):
 def backward(root, grad, retain_graph=False):
     """Propagate ``grad`` from ``root`` to every leaf that requires a gradient."""
     if root._ctx is None:
-        _accumulate(root, grad)
+        _accumulate(root, grad, owned=False)
         return
     grads = {id(root): grad}
+    leaves = {}
     array_type = root.device.backend.xp.ndarray
     order = _topological_order(root)
     for node in order:
@@ -139,7 +140,7 @@ def backward(root, grad, retain_graph=False):
                 "need to backward twice."
             )
         if node._retains_grad:
-            _accumulate(node, g)
+            _accumulate(node, g, owned=False)
         input_grads = fn.backward(g)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
@@ -149,22 +150,34 @@ def backward(root, grad, retain_graph=False):
             if not isinstance(pg, array_type):
                 pg = parent.device.backend.xp.asarray(pg, dtype=parent.dtype)
             if parent._ctx is None:
-                _accumulate(parent, pg)
+                entry = leaves.get(id(parent))
+                if entry is None:
+                    leaves[id(parent)] = [parent, pg]
+                else:
+                    entry[1] = entry[1] + pg
             else:
                 prev = grads.get(id(parent))
                 grads[id(parent)] = pg if prev is None else prev + pg
+    adopted = {id(grad)}
+    for leaf, g in leaves.values():
+        # NOTE: a gradient array can become .grad without a copy when nothing else can see it:
+        # not the caller's gradient, not a view, and not already handed to another leaf.
+        owned = id(g) not in adopted and g.base is None and g.flags.writeable
+        adopted.add(id(g))
+        _accumulate(leaf, g, owned)
     if not retain_graph:
         for node in order:
             if not node._ctx.freed:
                 node._ctx.release()
 
 
-def _accumulate(tensor, grad):
-    """tensor.grad += grad, creating .grad on first use (as a copy, never an alias)."""
+def _accumulate(tensor, grad, owned):
+    """tensor.grad += grad, creating .grad on first use (taking ``grad`` itself only when ``owned``)."""
     if grad.shape != tensor.data.shape:
         raise RuntimeError(f"internal error: gradient of shape {grad.shape} for a tensor of shape {tensor.data.shape}")
     if tensor.grad is None:
-        tensor.grad = Tensor._wrap(grad.astype(tensor.data.dtype, copy=True), tensor.device, False, None)
+        data = grad if owned and grad.dtype == tensor.data.dtype else grad.astype(tensor.data.dtype, copy=True)
+        tensor.grad = Tensor._wrap(data, tensor.device, False, None)
     else:
         tensor.grad.data += grad
 

@@ -33,8 +33,9 @@ def reduce_sum(xp, a, axes):
 def reduce_dot(xp, a, b, axes):
     """Σ a*b over axes, keeping dims, without building a*b where the layout allows."""
     if _is_channel_pattern(a, axes) and b.flags.c_contiguous:
+        # NOTE: one row-by-row dot product per (n, c) as a batched matmul: BLAS again.
         n, c = a.shape[:2]
-        s = xp.einsum("ncl,ncl->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+        s = (a.reshape(n, c, 1, -1) @ b.reshape(n, c, -1, 1)).reshape(n, c).sum(axis=0)
         return s.reshape((1, c) + (1,) * (a.ndim - 2))
     return (a * b).sum(axis=axes, keepdims=True)
 
@@ -59,66 +60,116 @@ class Standardize(Function):
     Used by BatchNorm (axes: all but C), InstanceNorm (the spatial axes), LayerNorm (the
     trailing normalized axes) and GroupNorm (each group's channels and spatial axes).
     ``stats`` receives the batch mean and biased variance for the running statistics.
+
+    Backward needs x_hat. Rather than keep it (a full array), it keeps x (which the graph
+    holds anyway) and the per-statistic mean and inv_std, and rebuilds x_hat in the very
+    buffer that becomes gx. Each pass makes one new full-size array and updates it in place,
+    split across the cores by ``backend.parallel`` (partial sums are joined by ``_join``).
     """
 
     def forward(self, x, *params, axes, eps, has_weight, has_bias, stats):
-        xp = self.xp
+        xp, parallel = self.xp, self.backend.parallel
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
-        self.out_dtype = x.dtype
-        x = _acc(xp, x)
+        x_in, x = x, _acc(xp, x)
         m = 1
         for a in axes:
             m *= x.shape[a]
         mean = reduce_sum(xp, x, axes) / m
-        x_hat = x - mean                               # centred x: a fresh array, normalized in place below
+        centred = xp.empty_like(x)                      # the one new full-size array; it becomes y
+
+        def centre_and_sum(xb, cb, mb):
+            xp.subtract(xb, mb, out=cb)
+            return reduce_sum(xp, cb, axes), reduce_dot(xp, cb, cb, axes)
+
+        sum_c, sum_cc = _join(xp, parallel(centre_and_sum, x, centred, mean), axes)
         # NOTE: corrected two-pass variance. Σ(x - mean) is 0 in exact arithmetic but not in
         # float32 when |mean| >> std; removing it keeps x_hat accurate (e.g. mean 1e4, std 1).
-        shift = reduce_sum(xp, x_hat, axes) / m
-        var = xp.maximum(reduce_dot(xp, x_hat, x_hat, axes) / m - shift * shift, 0)
-        x_hat -= shift
+        shift = sum_c / m
+        var = xp.maximum(sum_cc / m - shift * shift, 0)
         mean += shift
         inv_std = 1 / xp.sqrt(var + eps)
-        x_hat *= inv_std
-        if weight is not None:
-            y = x_hat * weight
-            if bias is not None:
-                y += bias
+        y = centred
+        if weight is None or all(weight.shape[a] == 1 for a in axes):
+            # y = (centred - shift) * inv_std * weight + bias, with per-statistic factors folded
+            scale = inv_std if weight is None else inv_std * weight
+            parallel(_scale_shift, y, scale, -shift * scale if bias is None else bias - shift * scale)
         else:
-            y = x_hat + bias if bias is not None else x_hat.copy()
+            parallel(_standardize_affine, y, shift, inv_std, weight, 0 if bias is None else bias)
         stats["mean"], stats["var"], stats["m"] = mean, var, m
-        self.x_hat, self.inv_std, self.weight, self.axes, self.m = x_hat, inv_std, weight, axes, m
+        self.x, self.mean, self.inv_std, self.weight, self.axes, self.m = x_in, mean, inv_std, weight, axes, m
         self.bias_shape = None if bias is None else bias.shape
-        return y.astype(self.out_dtype, copy=False)
+        return y.astype(x_in.dtype, copy=False)
 
     def backward(self, gy):
-        xp, x_hat, inv_std, weight, axes, m = self.xp, self.x_hat, self.inv_std, self.weight, self.axes, self.m
-        gy = gy.astype(x_hat.dtype, copy=False)
+        xp, parallel = self.xp, self.backend.parallel
+        mean, inv_std, weight, axes, m = self.mean, self.inv_std, self.weight, self.axes, self.m
+        x = _acc(xp, self.x)
+        gy = gy.astype(x.dtype, copy=False)
+        centred = xp.empty_like(x)                      # the one new full-size array; it becomes gx
         grads = []
         if weight is None or all(weight.shape[a] == 1 for a in axes):
             # NOTE: weight is constant within each statistic (BatchNorm, InstanceNorm), so with
             # g_hat = weight * gy the sums factor: Σg_hat = weight·Σgy, Σ(g_hat·x_hat) = weight·Σ(gy·x_hat),
             # and those two sums of gy are reused for gbeta and ggamma.
-            sum_gy = reduce_sum(xp, gy, axes)
-            sum_gy_xhat = reduce_dot(xp, gy, x_hat, axes)
+            def centre_and_sum(xb, cb, gb, mb):
+                xp.subtract(xb, mb, out=cb)
+                return reduce_sum(xp, gb, axes), reduce_dot(xp, gb, cb, axes)
+
+            sum_gy, sum_gy_c = _join(xp, parallel(centre_and_sum, x, centred, gy, mean), axes)
+            sum_gy_xhat = sum_gy_c * inv_std                                # x_hat = centred * inv_std
             scale = inv_std if weight is None else inv_std * weight
-            gx = gy * scale
-            gx -= x_hat * (scale * sum_gy_xhat / m)
-            gx -= scale * sum_gy / m
+            # gx = scale * (gy - (Σgy + x_hat * Σ(gy*x_hat)) / m), computed in centred's buffer
+            gx = centred
+            parallel(_combine, gx, gy, -inv_std * sum_gy_xhat / m, sum_gy / m, scale)
             if weight is not None:
                 grads.append(param_sum(xp, sum_gy_xhat, weight.shape) if self.needs_input_grad[1] else None)
             if self.bias_shape is not None:
                 grads.append(param_sum(xp, sum_gy, self.bias_shape) if self.needs_input_grad[-1] else None)
         else:
             # The closed form: gx = (inv_std / m) * (m*g_hat - Σg_hat - x_hat * Σ(g_hat*x_hat)).
-            g_hat = gy * weight
-            sum_g_hat = g_hat.sum(axis=axes, keepdims=True)
-            sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
-            gx = inv_std * (g_hat - (sum_g_hat + x_hat * sum_g_hat_xhat) / m)
+            parallel(lambda xb, cb, mb, ib: _scale_shift(xp.subtract(xb, mb, out=cb), ib, 0), x, centred, mean, inv_std)
+            x_hat = centred
             grads.append(sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
             if self.bias_shape is not None:
                 grads.append(sum_to(gy, self.bias_shape) if self.needs_input_grad[-1] else None)
-        return (gx.astype(self.out_dtype, copy=False), *grads)
+            g_hat = gy * weight
+            sum_g_hat = g_hat.sum(axis=axes, keepdims=True)
+            sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
+            gx = x_hat
+            parallel(_combine, gx, g_hat, -sum_g_hat_xhat / m, sum_g_hat / m, inv_std)
+        return (gx.astype(self.x.dtype, copy=False), *grads)
+
+
+def _join(xp, parts, axes):
+    """Join per-piece partial sums: added up when the batch axis is reduced, else stacked."""
+    if len(parts) == 1:
+        return parts[0]
+    if 0 in axes:
+        return [sum(p[i] for p in parts[1:]) + parts[0][i] for i in range(len(parts[0]))]
+    return [xp.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
+
+
+def _scale_shift(y, scale, offset):
+    """y = y * scale + offset, in place."""
+    y *= scale
+    y += offset
+
+
+def _standardize_affine(y, shift, inv_std, weight, bias):
+    """y = (y - shift) * inv_std * weight + bias, in place."""
+    y -= shift
+    y *= inv_std
+    y *= weight
+    y += bias
+
+
+def _combine(gx, g, a, k, scale):
+    """gx = (gx * a - k + g) * scale, in place."""
+    gx *= a
+    gx -= k
+    gx += g
+    gx *= scale
 
 
 class FrozenStandardize(Function):
@@ -128,7 +179,7 @@ class FrozenStandardize(Function):
     """
 
     def forward(self, x, *params, mean, var, eps, has_weight, has_bias):
-        xp = self.xp
+        xp, parallel = self.xp, self.backend.parallel
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
         inv_std = 1 / xp.sqrt(var + eps)
