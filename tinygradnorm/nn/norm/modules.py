@@ -195,7 +195,7 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
-                f"bias={self.bias is not None if self.elementwise_affine else True}")
+                f"bias={self.bias is not None}")
 
 
 class GroupNorm(Module):
@@ -229,7 +229,7 @@ class GroupNorm(Module):
 
     def extra_repr(self):
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
-                f"bias={self.bias is not None if self.affine else True}")
+                f"bias={self.bias is not None}")
 
 
 class RMSNorm(Module):
