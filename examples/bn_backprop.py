@@ -1,0 +1,120 @@
+"""Walk one small batch through batch norm, forward and backward, step by step.
+
+Prints the staged forward graph (mean, centred x, variance, inv_std, x_hat, y), the
+gradient of every intermediate on the way back, then the input gradient three ways: the
+hand-derived closed form, autograd through the composite layer, and finite differences.
+Read it next to docs/normalization.md section 1.
+
+    python examples/bn_backprop.py
+"""
+import argparse
+
+import numpy as np
+
+import tinygradnorm as tg
+from tinygradnorm import nn
+
+
+def show(name, t, note=""):
+    print(f"  {name:<10} shape {str(tuple(t.shape)):<8} {note}")
+    print("    " + np.array2string(t.numpy(), precision=4, suppress_small=True).replace("\n", "\n    "))
+
+
+def staged_forward(x, gamma, beta, eps):
+    """Batch norm as six named steps of primitive ops; each keeps its gradient for printing."""
+    mean = x.mean(dim=0, keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(dim=0, keepdim=True)
+    inv_std = (var + eps).rsqrt()
+    x_hat = centred * inv_std
+    y = x_hat * gamma + beta
+    stages = [("mean", mean, "Σx/m"), ("centred", centred, "x - mean"), ("var", var, "Σcentred²/m (biased)"),
+              ("inv_std", inv_std, "1/sqrt(var + eps)"), ("x_hat", x_hat, "centred * inv_std"),
+              ("y", y, "gamma * x_hat + beta")]
+    for _, t, _ in stages:
+        t.retain_grad()
+    return y, stages
+
+
+def finite_differences(f, x, eps=1e-6):
+    """d f / d x by central differences, one element at a time."""
+    grad = np.zeros(x.shape)
+    flat, out = x.data.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        orig = flat[i]
+        flat[i] = orig + eps
+        plus = f()
+        flat[i] = orig - eps
+        minus = f()
+        flat[i] = orig
+        out[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Batch norm backward, step by step.")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--features", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    n, c, eps = args.batch, args.features, 1e-5
+    x_np = rng.standard_normal((n, c)) * 2 + 1
+    gamma_np, beta_np = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    gy_np = rng.standard_normal((n, c))
+    gy = tg.tensor(gy_np)
+    print(f"BatchNorm1d({c}) on a batch of {n}, float64, m = {n} values per channel\n")
+
+    print("Forward, one step at a time:")
+    x = tg.tensor(x_np, requires_grad=True)
+    gamma, beta = tg.tensor(gamma_np, requires_grad=True), tg.tensor(beta_np, requires_grad=True)
+    y, stages = staged_forward(x, gamma, beta, eps)
+    show("x", x)
+    for name, t, note in stages:
+        show(name, t, note)
+
+    print("\nBackward, from a random upstream gradient gy, in reverse:")
+    y.backward(gy)
+    for name, t, _ in reversed(stages):
+        show("g_" + name, t.grad)
+    show("gx", x.grad, "what reaches the input")
+    show("ggamma", gamma.grad, "Σ gy * x_hat")
+    show("gbeta", beta.grad, "Σ gy")
+    staged = x.grad.numpy()
+
+    # The closed form, computed here in NumPy exactly as docs/normalization.md writes it.
+    x_hat = stages[4][1].numpy()
+    inv_std = stages[3][1].numpy()
+    g_hat = gamma_np * gy_np
+    closed = (inv_std / n) * (n * g_hat - g_hat.sum(0) - x_hat * (g_hat * x_hat).sum(0))
+    print("\nThe closed form  gx = (inv_std/m) (m g_hat - Σ g_hat - x_hat Σ(g_hat x_hat)),  g_hat = gamma * gy:")
+    print("    " + np.array2string(closed, precision=4, suppress_small=True).replace("\n", "\n    "))
+
+    results = {"staged graph (autograd)": staged, "closed form (by hand)": closed}
+    for impl in ("fused", "composite"):
+        layer = nn.BatchNorm1d(c, eps=eps, impl=impl).double()
+        layer.weight.data[...] = gamma_np
+        layer.bias.data[...] = beta_np
+        xi = tg.tensor(x_np, requires_grad=True)
+        layer(xi).backward(gy)
+        results[f"nn.BatchNorm1d impl={impl}"] = xi.grad.numpy()
+    layer = nn.BatchNorm1d(c, eps=eps).double()
+    layer.weight.data[...] = gamma_np
+    layer.bias.data[...] = beta_np
+    xf = tg.tensor(x_np.copy())
+    with tg.no_grad():
+        results["finite differences"] = finite_differences(lambda: float((layer(xf).numpy() * gy_np).sum()), xf)
+
+    print("\nMaximum absolute difference between the input gradients:")
+    names = list(results)
+    width = max(len(k) for k in names)
+    print(" " * (width + 2) + "".join(f"{i:>12}" for i in range(len(names))))
+    for i, a in enumerate(names):
+        row = "".join(f"{np.abs(results[a] - results[b]).max():>12.2e}" for b in names)
+        print(f"{a:<{width}}{i:>2}{row}")
+    worst = max(np.abs(results[a] - results[b]).max() for a in names for b in names)
+    print(f"\nworst disagreement {worst:.2e} (finite differences are accurate to about 1e-9)")
+
+
+if __name__ == "__main__":
+    main()
