@@ -77,3 +77,8 @@ def randn_like(t, dtype=None, device=None, requires_grad=False):
 
 def rand_like(t, dtype=None, device=None, requires_grad=False):
     return rand(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def empty_param(shape, device=None, dtype=None):
+    """Uninitialized storage for a parameter that an initializer fills next."""
+    return zeros(shape, dtype=dtype, device=device)

@@ -1,12 +1,37 @@
 """tinygradnorm.nn.functional: stateless layers, in PyTorch's names and signatures."""
 from ..ops import log_softmax, softmax, relu, sigmoid, tanh, pad  # noqa: F401  (re-exported)
 from ..ops.conv import AvgPool2d, Conv2d, MaxPool2d, _out_size, _pair
+from ..ops.linalg import Linear
 from ..ops.loss import NLLLoss
 from ..tensor import Tensor
 from .norm.functional import (batch_norm, group_norm, instance_norm, layer_norm, local_response_norm,  # noqa: F401
                               rms_norm)
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias, as torch.nn.functional.linear."""
+    if input.ndim < 1 or weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: mat1 and mat2 shapes cannot be multiplied: input {tuple(input.shape)} has "
+                         f"{input.shape[-1] if input.ndim else 0} features but weight {tuple(weight.shape)} expects "
+                         f"{weight.shape[1] if weight.ndim == 2 else '?'} (in_features)")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    return Linear.apply(input, weight) if bias is None else Linear.apply(input, weight, bias)
+
+
+def dropout(input, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p); the identity when not training."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * 0
+    rng = input.device.backend.rng
+    keep = rng.random(input.shape, dtype=input.dtype if input.dtype.itemsize >= 4 else None) >= p
+    return input * Tensor(keep.astype(input.dtype) / (1 - p), device=input.device)
 
 
 def _batched(op, x, layout="(N, C, H, W)"):

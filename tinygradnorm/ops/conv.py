@@ -18,53 +18,73 @@ def _out_size(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def _add_windows(gx, gwin, stride, dilation, out_hw):
-    """The adjoint of taking windows: gx[..., i*dh + sh*oh, j*dw + sw*ow] += gwin[..., i, j, oh, ow]."""
+def _window(a, i, j, stride, dilation, out_hw):
+    """a[..., i*dh + sh*oh, j*dw + sw*ow] for every output position (oh, ow): one kernel offset's view."""
     (sh, sw), (dh, dw), (oh, ow) = stride, dilation, out_hw
+    return a[..., i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
+
+
+def _add_windows(gx, gwin, stride, dilation, out_hw):
+    """The adjoint of taking windows: gx[..., i*dh + sh*oh, j*dw + sw*ow] += gwin[..., i, j, :, :]."""
     kh, kw = gwin.shape[-4], gwin.shape[-3]
     for i in range(kh):
         for j in range(kw):
-            gx[..., i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw] += gwin[..., i, j, :, :]
+            _window(gx, i, j, stride, dilation, out_hw)[...] += gwin[..., i, j, :, :]
+
+
+def _padded_channels_first(xp, x, padding):
+    """x (N, C, H, W) as a zero-padded (C, N, H + 2ph, W + 2pw) array."""
+    (ph, pw), (n, c, h, w) = padding, x.shape
+    out = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    out[:, :, ph: ph + h, pw: pw + w] = x.transpose(1, 0, 2, 3)
+    return out
 
 
 class Conv2d(Function):
-    """y[n,o] = sum_{c,i,j} w[o,c,i,j] * x_padded[n, c, s*h + d*i, s*w + d*j] (+ b[o])."""
+    """y[n,o] = sum_{c,i,j} w[o,c,i,j] * x_padded[n, c, s*h + d*i, s*w + d*j] (+ b[o]).
+
+    The batch is folded into the matrix product: the columns are laid out (C*KH*KW, N*OH*OW),
+    so forward, the weight gradient and the input gradient are each one large GEMM, and
+    building or scattering the columns moves contiguous blocks, one kernel offset at a time.
+    """
 
     def forward(self, x, w, *b, stride, padding, dilation):
         xp = self.xp
-        (ph, pw), (dh, dw), (sh, sw) = padding, dilation, stride
         n, c, h, wd = x.shape
         o, _, kh, kw = w.shape
-        oh, ow = _out_size(h, kh, sh, ph, dh), _out_size(wd, kw, sw, pw, dw)
-        if ph or pw:
-            x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        win = self.backend.windows(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-        win = win[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]           # (N, C, OH, OW, KH, KW)
-        cols = win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, oh * ow)  # im2col (copies)
-        w2 = w.reshape(o, c * kh * kw)
-        y = w2 @ cols                                                      # (N, O, OH*OW)
+        oh = _out_size(h, kh, stride[0], padding[0], dilation[0])
+        ow = _out_size(wd, kw, stride[1], padding[1], dilation[1])
+        xt = _padded_channels_first(xp, x, padding)                       # (C, N, Hp, Wp)
+        cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)            # im2col
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j] = _window(xt, i, j, stride, dilation, (oh, ow))
+        cols = cols.reshape(c * kh * kw, n * oh * ow)
+        y = w.reshape(o, -1) @ cols                                       # (O, N*OH*OW)
         if b:
             y += b[0][:, None]
         self.cols, self.w, self.x_shape = cols, w, x.shape
         self.geom = (stride, padding, dilation, (oh, ow))
-        return y.reshape(n, o, oh, ow)
+        return xp.ascontiguousarray(y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
 
     def backward(self, gy):
         xp, w, cols = self.xp, self.w, self.cols
         stride, (ph, pw), dilation, (oh, ow) = self.geom
-        n, o = gy.shape[:2]
-        o, c, kh, kw = w.shape
-        gy = gy.reshape(n, o, oh * ow)
+        n, c, h, wd = self.x_shape
+        o, _, kh, kw = w.shape
+        gy2 = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(o, n * oh * ow)
         gx = gw = gb = None
         if self.needs_input_grad[0]:
-            gcols = w.reshape(o, -1).T @ gy                                 # (N, C*KH*KW, OH*OW)
-            gxp = xp.zeros(self.x_shape, dtype=gy.dtype)
-            _add_windows(gxp, gcols.reshape(n, c, kh, kw, oh, ow), stride, dilation, (oh, ow))
-            gx = gxp[:, :, ph: self.x_shape[2] - ph, pw: self.x_shape[3] - pw]
+            gcols = (w.reshape(o, -1).T @ gy2).reshape(c, kh, kw, n, oh, ow)
+            gxt = xp.zeros((c, n, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    _window(gxt, i, j, stride, dilation, (oh, ow))[...] += gcols[:, i, j]
+            gx = xp.ascontiguousarray(gxt[:, :, ph: ph + h, pw: pw + wd].transpose(1, 0, 2, 3))
         if self.needs_input_grad[1]:
-            gw = xp.tensordot(gy, cols, axes=((0, 2), (0, 2))).reshape(w.shape)
+            gw = (gy2 @ cols.T).reshape(w.shape)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
-            gb = gy.sum(axis=(0, 2))
+            gb = gy2.sum(axis=1)
         return gx, gw, gb
 
 
@@ -73,31 +93,33 @@ class AvgPool2d(Function):
 
     def forward(self, x, kernel, stride, padding):
         xp = self.xp
-        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        (kh, kw), (ph, pw) = kernel, padding
         n, c, h, w = x.shape
-        oh, ow = _out_size(h, kh, sh, ph, 1), _out_size(w, kw, sw, pw, 1)
+        oh, ow = _out_size(h, kh, stride[0], ph, 1), _out_size(w, kw, stride[1], pw, 1)
         self.x_shape, self.geom = x.shape, (kernel, stride, padding, (oh, ow))
-        if (kh, kw) == (sh, sw) and not (ph or pw):
-            # NOTE: non-overlapping windows are a reshape, which is much faster than a strided view.
-            return x[:, :, :oh * kh, :ow * kw].reshape(n, c, oh, kh, ow, kw).mean(axis=(3, 5))
         if ph or pw:
             x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        win = self.backend.windows(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
-        return win.mean(axis=(4, 5))
+        y = _window(x, 0, 0, stride, (1, 1), (oh, ow)).copy()
+        for i in range(kh):
+            for j in range(kw):
+                if i or j:
+                    y += _window(x, i, j, stride, (1, 1), (oh, ow))
+        y *= 1 / (kh * kw)
+        return y
 
     def backward(self, gy):
         xp = self.xp
-        (kh, kw), (sh, sw), (ph, pw), (oh, ow) = self.geom
+        (kh, kw), stride, (ph, pw), (oh, ow) = self.geom
         n, c, h, w = self.x_shape
-        g = gy / (kh * kw)
-        if (kh, kw) == (sh, sw) and not (ph or pw):
-            gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-            gx[:, :, :oh * kh, :ow * kw].reshape(n, c, oh, kh, ow, kw)[...] = g[:, :, :, None, :, None]
-            return gx
+        g = gy * (1 / (kh * kw))
+        if (kh, kw) == stride and not (ph or pw) and (h, w) == (oh * kh, ow * kw):
+            # NOTE: windows that tile the input exactly: every input element gets its window's g.
+            return xp.broadcast_to(g[:, :, :, None, :, None], (n, c, oh, kh, ow, kw)).reshape(n, c, h, w)
         gxp = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
-        gwin = xp.broadcast_to(g[:, :, None, None], (n, c, kh, kw, oh, ow))
-        _add_windows(gxp, gwin, (sh, sw), (1, 1), (oh, ow))
-        return gxp[:, :, ph: ph + h, pw: pw + w]
+        for i in range(kh):
+            for j in range(kw):
+                _window(gxp, i, j, stride, (1, 1), (oh, ow))[...] += g
+        return gxp[:, :, ph: ph + h, pw: pw + w] if ph or pw else gxp
 
 
 class MaxPool2d(Function):

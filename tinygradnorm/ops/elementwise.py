@@ -203,8 +203,10 @@ class Sigmoid(Function):
         return out
 
     def backward(self, g):
-        out = self.out
-        return g * out * (1 - out)
+        gx = 1 - self.out
+        gx *= self.out
+        gx *= g
+        return gx
 
 
 class Relu(Function):
