@@ -10,6 +10,7 @@ from .ops import (exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, maximum, mini
                   max, min, amax, amin, argmax, argmin, logsumexp, softmax, log_softmax, reshape, permute,
                   transpose, flatten, squeeze, unsqueeze, broadcast_to, pad, cat, stack, matmul)
 from .gradcheck import gradcheck, GradcheckError
+from .serialization import save, load, get_rng_state, set_rng_state
 
 clamp = clip
 __version__ = "0.1.0"
