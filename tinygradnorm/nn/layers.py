@@ -45,6 +45,26 @@ def _positive(layer, what, value):
         raise ValueError(f"{layer}: {what} must be a positive int (got {value!r})")
 
 
+def _weight_and_bias(module, weight_shape, bias, device, dtype):
+    """Register weight and (optionally) bias, initialized as PyTorch does for Linear and Conv2d."""
+    module.weight = Parameter(empty_param(weight_shape, device, dtype))
+    if bias:
+        module.bias = Parameter(empty_param((weight_shape[0],), device, dtype))
+    else:
+        module.register_parameter("bias", None)
+    _reset_parameters(module)
+
+
+def _reset_parameters(module):
+    # NOTE: kaiming_uniform with a=sqrt(5) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias
+    # uses the same bound.
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(module.weight)
+        bound = 1 / math.sqrt(fan_in)
+        init.uniform_(module.bias, -bound, bound)
+
+
 class Linear(Module):
     """y = x @ weight.T + bias, with PyTorch's default initialization."""
 
@@ -53,19 +73,10 @@ class Linear(Module):
         _positive("Linear", "in_features", in_features)
         _positive("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(empty_param((out_features, in_features), device, dtype))
-        if bias:
-            self.bias = Parameter(empty_param((out_features,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _weight_and_bias(self, (out_features, in_features), bias, device, dtype)
 
     def reset_parameters(self):
-        # NOTE: kaiming_uniform with a=sqrt(5) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as does the bias.
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
-            init.uniform_(self.bias, -bound, bound)
+        _reset_parameters(self)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -91,19 +102,10 @@ class Conv2d(Module):
         self.kernel_size, self.stride, self.padding, self.dilation = (pair(kernel_size), pair(stride), pair(padding),
                                                                       pair(dilation))
         self.groups, self.padding_mode = groups, padding_mode
-        self.weight = Parameter(empty_param((out_channels, in_channels) + self.kernel_size, device, dtype))
-        if bias:
-            self.bias = Parameter(empty_param((out_channels,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _weight_and_bias(self, (out_channels, in_channels) + self.kernel_size, bias, device, dtype)
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in)
-            init.uniform_(self.bias, -bound, bound)
+        _reset_parameters(self)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)

@@ -26,6 +26,18 @@ def _check_impl(layer, impl):
         raise ValueError(f"{layer}: impl must be one of {IMPLS} (got {impl!r})")
 
 
+def _affine_params(module, shape, weight, bias, device, dtype):
+    """Register weight (ones) and bias (zeros) of ``shape``, or None for each that is switched off."""
+    if weight:
+        module.weight = Parameter(ones(shape, device=device, dtype=dtype))
+    else:
+        module.register_parameter("weight", None)
+    if weight and bias:
+        module.bias = Parameter(zeros(shape, device=device, dtype=dtype))
+    else:
+        module.register_parameter("bias", None)
+
+
 class _NormBase(Module):
     """Per-channel weight and bias, and the running statistics buffers (BatchNorm, InstanceNorm)."""
 
@@ -41,15 +53,7 @@ class _NormBase(Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats, self.impl = affine, track_running_stats, impl
         kw = dict(device=device, dtype=dtype)
-        if affine:
-            self.weight = Parameter(ones(num_features, **kw))
-            if bias:
-                self.bias = Parameter(zeros(num_features, **kw))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_params(self, num_features, affine, bias, device, dtype)
         if track_running_stats:
             self.register_buffer("running_mean", zeros(num_features, **kw))
             self.register_buffer("running_var", ones(num_features, **kw))
@@ -175,15 +179,7 @@ class LayerNorm(Module):
         _check_eps("LayerNorm", eps)
         _check_impl("LayerNorm", impl)
         self.normalized_shape, self.eps, self.elementwise_affine, self.impl = shape, eps, elementwise_affine, impl
-        if elementwise_affine:
-            self.weight = Parameter(ones(shape, device=device, dtype=dtype))
-            if bias:
-                self.bias = Parameter(zeros(shape, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_params(self, shape, elementwise_affine, bias, device, dtype)
 
     def forward(self, input):
         k = len(self.normalized_shape)
@@ -211,15 +207,7 @@ class GroupNorm(Module):
         _check_eps("GroupNorm", eps)
         _check_impl("GroupNorm", impl)
         self.num_groups, self.num_channels, self.eps, self.affine, self.impl = num_groups, num_channels, eps, affine, impl
-        if affine:
-            self.weight = Parameter(ones(num_channels, device=device, dtype=dtype))
-            if bias:
-                self.bias = Parameter(zeros(num_channels, device=device, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_params(self, num_channels, affine, bias, device, dtype)
 
     def forward(self, input):
         if input.ndim < 2 or input.shape[1] != self.num_channels:
@@ -243,10 +231,7 @@ class RMSNorm(Module):
         _check_eps("RMSNorm", eps, allow_none=True)
         _check_impl("RMSNorm", impl)
         self.normalized_shape, self.eps, self.elementwise_affine, self.impl = shape, eps, elementwise_affine, impl
-        if elementwise_affine:
-            self.weight = Parameter(ones(shape, device=device, dtype=dtype))
-        else:
-            self.register_parameter("weight", None)
+        _affine_params(self, shape, elementwise_affine, False, device, dtype)
 
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps, impl=self.impl)
