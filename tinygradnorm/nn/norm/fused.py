@@ -14,8 +14,10 @@ from ...ops._util import sum_to
 
 # ---- reductions -------------------------------------------------------------------
 def _is_channel_pattern(a, axes):
-    """True when axes are every axis but 1 of a C-contiguous array (BatchNorm's reduction)."""
-    return a.ndim >= 2 and axes == tuple(i for i in range(a.ndim) if i != 1) and a.flags.c_contiguous
+    """True when axes are every axis but 1 of a C-contiguous array with rows worth a BLAS call (BatchNorm's
+    reduction over N, H, W, with H*W of at least 16)."""
+    return (a.ndim >= 3 and axes == tuple(i for i in range(a.ndim) if i != 1) and a.flags.c_contiguous
+            and a.size >= 16 * a.shape[0] * a.shape[1])
 
 
 def reduce_sum(xp, a, axes):
