@@ -6,7 +6,6 @@ import pytest
 
 import tinygradnorm as tg
 from tinygradnorm import nn
-import tinygradnorm.nn.functional as F
 
 R = np.random.default_rng(4)
 

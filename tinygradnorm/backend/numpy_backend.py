@@ -48,8 +48,10 @@ class NumpyBackend:
         n = ref.shape[0] if ref.ndim else 1
         if n <= 1 or ref.nbytes < min_bytes:
             return [fn(*arrays)]
-        rows = max(1, block_bytes // (ref.nbytes // n))
         k = min(self.threads, n)
+        # NOTE: blocks pay off only for arrays far larger than the cache; smaller ones go one piece per thread,
+        # since every call of fn has a fixed cost.
+        rows = max(1, block_bytes // (ref.nbytes // n)) if ref.nbytes >= 32 * block_bytes else n
         bounds = [n * i // k for i in range(k + 1)]
 
         def run(i):

@@ -181,7 +181,7 @@ class FrozenStandardize(Function):
     """
 
     def forward(self, x, *params, mean, var, eps, has_weight, has_bias):
-        xp, parallel = self.xp, self.backend.parallel
+        xp = self.xp
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
         inv_std = 1 / xp.sqrt(var + eps)
