@@ -1,6 +1,6 @@
 """Tensor: an array on a device, plus what autograd needs (requires_grad, grad, the op that made it)."""
 from . import autograd
-from .backend import Device, default_device, device as as_device, device_of_array, is_array
+from .backend import Device, default_device, device as as_device, device_of_array, is_array, transfer
 from .dtypes import as_dtype, float32, float64, int64, is_floating
 
 
@@ -26,10 +26,8 @@ class Tensor:
             elif arr.dtype.kind in "OUS":
                 raise TypeError(f"Tensor() got data of unsupported type {type(data).__name__}: "
                                 "expected numbers, nested lists of numbers, or a NumPy/CuPy array")
-        elif src is not dev:
-            arr = dev.backend.asarray(src.backend.to_host(data) if dev.type == "cuda" else data)
         else:
-            arr = data
+            arr = transfer(data, src, dev)
         if dtype is not None and arr.dtype != dtype:
             arr = arr.astype(dtype)
         self.data = arr

@@ -8,7 +8,7 @@ import os
 from .numpy_backend import NumpyBackend
 from .cupy_backend import CupyBackend
 
-__all__ = ["Device", "device", "default_device", "manual_seed", "cuda_available", "is_array"]
+__all__ = ["Device", "device", "default_device", "manual_seed", "cuda_available", "is_array", "transfer"]
 
 _NUMPY = NumpyBackend()
 _DEVICES = {}
@@ -90,6 +90,13 @@ def device_of_array(array):
     if hasattr(array, "__cuda_array_interface__"):
         return device(f"cuda:{array.device.id}")
     return device("cpu")
+
+
+def transfer(array, src, dst):
+    """``array`` (living on Device src) as an array on Device dst; the same array when src is dst."""
+    if src is dst:
+        return array
+    return dst.backend.asarray(src.backend.to_host(array) if dst.type == "cuda" else array)
 
 
 def is_array(obj):

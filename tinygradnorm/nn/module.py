@@ -2,7 +2,7 @@
 from collections import OrderedDict
 
 from ..autograd import no_grad
-from ..backend import device as as_device, is_array
+from ..backend import Device, device as as_device, is_array, transfer
 from ..dtypes import float32, float64
 from ..tensor import Tensor
 
@@ -172,16 +172,15 @@ class Module:
     def to(self, *args, device=None, dtype=None):
         """Move (in place) to a device and/or cast floating-point state to a dtype."""
         for a in args:
-            if isinstance(a, str) or type(a).__name__ == "Device":
+            if isinstance(a, (str, Device)):
                 device = a
             else:
                 dtype = a
         target = as_device(device) if device is not None else None
 
         def move(data, dev):
-            if target is not None and target is not dev:
-                data = target.backend.asarray(dev.backend.to_host(data) if target.type == "cuda" else data)
-                dev = target
+            if target is not None:
+                data, dev = transfer(data, dev, target), target
             if dtype is not None and data.dtype.kind == "f":
                 data = data.astype(dtype)
             return data, dev

@@ -1,5 +1,5 @@
 """Elementwise ops. Binary ops broadcast; ``sum_to`` takes each gradient back to its input's shape."""
-from ..autograd import Function
+from ..autograd import Function, _device_mismatch
 from ..tensor import Tensor
 from ._util import broadcast_shape, pair, sum_to
 
@@ -260,7 +260,7 @@ def _float(x, op):
 def _compare(ufunc_name, a, b):
     a, b = pair(a, b)
     if a.device is not b.device:
-        Add.apply(a, b)  # raises the device-mismatch error
+        _device_mismatch(ufunc_name, (a, b))
     xp = a.device.backend.xp
     try:
         out = getattr(xp, ufunc_name)(a.data, b.data)

@@ -1,5 +1,6 @@
 """Movement ops: they change how values are laid out, never the values themselves."""
 from ..autograd import Function, is_grad_enabled
+from ..backend import transfer
 from ..tensor import Tensor
 from ._util import dim_index, sum_to
 
@@ -75,9 +76,7 @@ class To(Function):
 
     @classmethod
     def apply(cls, x, device, dtype):
-        data = x.data
-        if device is not x.device:
-            data = device.backend.asarray(x.device.backend.to_host(data) if device.type == "cuda" else data)
+        data = transfer(x.data, x.device, device)
         if dtype is not None and data.dtype != dtype:
             data = data.astype(dtype)
         elif data is x.data:
@@ -86,15 +85,11 @@ class To(Function):
             return Tensor._wrap(data, device, False, None)
         fn = cls()
         fn.parents, fn.needs_input_grad, fn.freed = (x,), (True,), False
-        fn.src_device, fn.src_dtype = x.device, x.dtype
+        fn.src_device, fn.src_dtype, fn.out_device = x.device, x.dtype, device
         return Tensor._wrap(data, device, True, fn)
 
     def backward(self, g):
-        if self.src_device.type == "cpu":
-            g = self.src_device.backend.asarray(g)
-        else:
-            g = self.src_device.backend.asarray(g.get() if hasattr(g, "get") else g)
-        return g.astype(self.src_dtype, copy=False)
+        return transfer(g, self.out_device, self.src_device).astype(self.src_dtype, copy=False)
 
 
 # ---- public functions -------------------------------------------------------------

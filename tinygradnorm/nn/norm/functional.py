@@ -151,19 +151,23 @@ def _check_param(name, what, t, normalized_shape):
                          f"{tuple(t.shape)}")
 
 
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, impl="fused"):
-    """Normalize over the trailing ``normalized_shape`` dims of each sample, as torch.nn.functional.layer_norm."""
-    name = "layer_norm"
+def _trailing_setup(name, input, normalized_shape, weight, impl):
+    """Checks shared by the layers that normalize trailing dims; returns (normalized_shape, their axes)."""
     _check_impl(impl)
     _check_tensor(name, input)
     normalized_shape = _normalized_shape(normalized_shape)
     _check_trailing(name, input, normalized_shape)
     _check_param(name, "weight", weight, normalized_shape)
+    return normalized_shape, tuple(range(input.ndim - len(normalized_shape), input.ndim))
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, impl="fused"):
+    """Normalize over the trailing ``normalized_shape`` dims of each sample, as torch.nn.functional.layer_norm."""
+    name = "layer_norm"
+    normalized_shape, axes = _trailing_setup(name, input, normalized_shape, weight, impl)
     _check_param(name, "bias", bias, normalized_shape)
     _check_eps(name, eps)
-    lead = input.ndim - len(normalized_shape)
-    shape = (1,) * lead + normalized_shape
-    axes = tuple(range(lead, input.ndim))
+    shape = (1,) * axes[0] + normalized_shape
     return _standardize(impl, input, _as_param(weight, shape), _as_param(bias, shape), axes, eps)[0]
 
 
@@ -190,15 +194,10 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fus
 def rms_norm(input, normalized_shape, weight=None, eps=None, *, impl="fused"):
     """x / sqrt(mean(x^2) + eps) * weight over the trailing dims; eps=None means the dtype's machine epsilon."""
     name = "rms_norm"
-    _check_impl(impl)
-    _check_tensor(name, input)
-    normalized_shape = _normalized_shape(normalized_shape)
-    _check_trailing(name, input, normalized_shape)
-    _check_param(name, "weight", weight, normalized_shape)
+    normalized_shape, axes = _trailing_setup(name, input, normalized_shape, weight, impl)
     if eps is None:
         eps = float(input.xp.finfo(input.dtype).eps)
     _check_eps(name, eps)
-    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     if impl == "composite":
         return composite.rms_norm(input, weight, axes, eps)
     return RMSNormalize.apply(input, *([weight] if weight is not None else []), axes=axes, eps=eps)

@@ -92,7 +92,10 @@ class Standardize(Function):
         mean += shift
         inv_std = 1 / xp.sqrt(var + eps)
         y = centred
-        if weight is None or all(weight.shape[a] == 1 for a in axes):
+        # NOTE: when weight is constant within each statistic (BatchNorm, InstanceNorm) it folds into
+        # per-statistic factors, forward and backward.
+        per_stat = weight is None or all(weight.shape[a] == 1 for a in axes)
+        if per_stat:
             # y = (centred - shift) * inv_std * weight + bias, with per-statistic factors folded
             scale = inv_std if weight is None else inv_std * weight
             parallel(_scale_shift, y, scale, -shift * scale if bias is None else bias - shift * scale)
@@ -100,6 +103,7 @@ class Standardize(Function):
             parallel(_standardize_affine, y, shift, inv_std, weight, 0 if bias is None else bias)
         stats["mean"], stats["var"], stats["m"] = mean, var, m
         self.x, self.mean, self.inv_std, self.weight, self.axes, self.m = x_in, mean, inv_std, weight, axes, m
+        self.per_stat = per_stat
         self.bias_shape = None if bias is None else bias.shape
         return y.astype(x_in.dtype, copy=False)
 
@@ -110,7 +114,7 @@ class Standardize(Function):
         gy = gy.astype(x.dtype, copy=False)
         centred = xp.empty_like(x)                      # the one new full-size array; it becomes gx
         grads = []
-        if weight is None or all(weight.shape[a] == 1 for a in axes):
+        if self.per_stat:
             # NOTE: weight is constant within each statistic (BatchNorm, InstanceNorm), so with
             # g_hat = weight * gy the sums factor: Σg_hat = weight·Σgy, Σ(g_hat·x_hat) = weight·Σ(gy·x_hat),
             # and those two sums of gy are reused for gbeta and ggamma.

@@ -182,11 +182,7 @@ class LayerNorm(Module):
         _affine_params(self, shape, elementwise_affine, bias, device, dtype)
 
     def forward(self, input):
-        k = len(self.normalized_shape)
-        if input.ndim < k or tuple(input.shape[input.ndim - k:]) != self.normalized_shape:
-            raise ValueError(f"LayerNorm: Given normalized_shape={list(self.normalized_shape)}, expected input with "
-                             f"shape [*, {', '.join(map(str, self.normalized_shape))}], but got input of size"
-                             f"{list(input.shape)}")
+        F._check_trailing("LayerNorm", input, self.normalized_shape)
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps, impl=self.impl)
 
     def extra_repr(self):
