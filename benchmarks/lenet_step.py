@@ -4,13 +4,11 @@ against PyTorch in the same run. Reports milliseconds per step (median and best 
 Usage: python benchmarks/lenet_step.py [--repeat 30] [--batch 256]
 """
 import argparse
-import statistics
-import time
-
 import numpy as np
 
 import tinygradnorm as tg
 from tinygradnorm import nn, optim
+from timing import time_ms
 
 def build(lib):
     """The network of examples/lenet.py, from tinygradnorm.nn or torch.nn."""
@@ -19,17 +17,6 @@ def build(lib):
         lib.Conv2d(6, 16, kernel_size=5), lib.BatchNorm2d(16), lib.Sigmoid(), lib.AvgPool2d(2, 2), lib.Flatten(),
         lib.Linear(256, 120), lib.BatchNorm1d(120), lib.Sigmoid(), lib.Linear(120, 84), lib.BatchNorm1d(84),
         lib.Sigmoid(), lib.Linear(84, 10))
-
-
-def timings(step, repeat):
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, min(times) * 1e3
 
 
 def main():
@@ -51,7 +38,7 @@ def main():
         loss_fn(model(X), Y).backward()
         opt.step()
 
-    rows = [("tinygradnorm", *timings(ours, args.repeat))]
+    rows = [("tinygradnorm", *time_ms(ours, args.repeat))]
     try:
         import torch
         tmodel = build(torch.nn)
@@ -63,7 +50,7 @@ def main():
             topt.zero_grad()
             tloss(tmodel(tX), tY).backward()
             topt.step()
-        rows.append((f"torch {torch.__version__} ({torch.get_num_threads()} threads)", *timings(theirs, args.repeat)))
+        rows.append((f"torch {torch.__version__} ({torch.get_num_threads()} threads)", *time_ms(theirs, args.repeat)))
     except ImportError:
         pass
     print(f"LeNet + batch norm training step, batch {args.batch}, float32, CPU (ms)")

@@ -6,25 +6,17 @@ Reports milliseconds per forward+backward (median of --repeat), the ratios, and 
 implementation keeps alive for backward.
 """
 import argparse
-import statistics
-import time
-
 import numpy as np
 
 import tinygradnorm as tg
 from tinygradnorm import nn
+from timing import time_ms
 
 BN_SHAPES = [(256, 16, 8, 8), (256, 6, 24, 24), (64, 64, 56, 56)]
 
 
 def median_ms(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return time_ms(fn, repeat, warmup=1)[0]
 
 
 def saved_bytes(out):
