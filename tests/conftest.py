@@ -17,6 +17,18 @@ def device(request):
     return request.param
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def cpu_path(request, monkeypatch):
+    """Runs a test once with the CPU backend's compiled kernels (Numba) and once with NumPy's code alone."""
+    backend = tg.device("cpu").backend
+    if request.param == "compiled":
+        if backend.kernels is None:
+            pytest.skip(f"no compiled CPU kernels: {backend.kernels_missing}")
+    else:
+        monkeypatch.setattr(backend, "_kernels", None)
+    return request.param
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

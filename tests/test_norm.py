@@ -10,6 +10,9 @@ from norm_cases import ALL, IDS, make
 
 R = np.random.default_rng(11)
 
+# NOTE: every test here runs twice on the CPU, with the compiled kernels and with NumPy's code alone.
+pytestmark = pytest.mark.usefixtures("cpu_path")
+
 
 def prepare(case, device, impl="fused", seed=0):
     """A float64 module with random parameters and running statistics, and a random input."""
@@ -162,15 +165,25 @@ def _with(module, w, b):
     return module
 
 
-def test_planted_bug_in_the_closed_form_is_caught(monkeypatch):
+def test_planted_bug_in_the_closed_form_is_caught(monkeypatch, cpu_path):
     """Drop the -Σg_hat/m term from the hand-derived backward: gradcheck and the composite oracle both object."""
     from tinygradnorm.nn.norm import fused
 
-    def wrong_combine(gx, g, a, k, scale):
-        gx *= a
-        gx += g
-        gx *= scale
-    monkeypatch.setattr(fused, "_combine", wrong_combine)
+    if cpu_path == "numpy":
+        def wrong_combine(gx, g, a, k, scale):
+            gx *= a
+            gx += g
+            gx *= scale
+        monkeypatch.setattr(fused, "_combine", wrong_combine)
+    else:
+        kernels = tg.device("cpu").backend.kernels
+        right = kernels.standardize_backward
+
+        def wrong_backward(x, gy, mean, inv_std, weight):
+            gx, sum_gy, sum_gy_xhat = right(x, gy, mean, inv_std, weight)
+            gx += (inv_std * weight * sum_gy / (x.shape[0] * x.shape[2]))[:, None]   # undo the -Σg_hat/m term
+            return gx, sum_gy, sum_gy_xhat
+        monkeypatch.setattr(kernels, "standardize_backward", wrong_backward)
     m, x = prepare(ALL[IDS.index("bn2d-affine1-track1")], "cpu")
     fn, params = with_params(m)
     with pytest.raises(tg.GradcheckError):

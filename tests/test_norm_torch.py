@@ -13,6 +13,7 @@ TOL = {"float64": 1e-10, "float32": 1e-5}
 @pytest.mark.parametrize("impl", ["fused", "composite"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", ALL, ids=IDS)
+@pytest.mark.usefixtures("cpu_path")
 def test_training_steps_then_eval_match_torch(case, dtype, impl, torch):
     rng = np.random.default_rng(5)
     theirs = make(torch.nn, case).to(getattr(torch, dtype))

@@ -5,6 +5,7 @@ class CupyBackend:
     """Array module and the few operations CuPy spells its own way."""
 
     name = "cupy"
+    kernels = None  # no compiled kernels yet: every op runs its CuPy (NumPy-spelled) code
 
     def __init__(self, index=0):
         self.index = index

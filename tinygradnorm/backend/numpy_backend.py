@@ -4,6 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+_UNSET = object()
+
 
 class NumpyBackend:
     """Array module and the few operations NumPy spells its own way."""
@@ -15,6 +17,25 @@ class NumpyBackend:
         self.rng = np.random.default_rng()
         self.threads = int(os.environ.get("TINYGRADNORM_NUM_THREADS") or os.cpu_count() or 1)
         self._pool = None
+        self._kernels = _UNSET
+        self.kernels_missing = ""
+
+    @property
+    def kernels(self):
+        """The compiled kernels of cpu_kernels.py, or None without Numba or with TINYGRADNORM_JIT=0
+        (``kernels_missing`` then says why). Ops fall back to their NumPy code when it is None."""
+        if self._kernels is _UNSET:
+            self._kernels = None
+            if os.environ.get("TINYGRADNORM_JIT", "1").strip() == "0":
+                self.kernels_missing = "TINYGRADNORM_JIT=0"
+            else:
+                try:
+                    from .cpu_kernels import CpuKernels
+                except ImportError as e:
+                    self.kernels_missing = f"Numba could not be imported ({e}); pip install numba"
+                else:
+                    self._kernels = CpuKernels(self.threads)
+        return self._kernels
 
     def available(self):
         return True, ""

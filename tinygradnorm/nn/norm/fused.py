@@ -8,6 +8,8 @@ Parameters arrive already shaped to broadcast against ``x`` (BatchNorm's weight 
 (1, C, 1, 1), GroupNorm's as (1, G, C/G, 1)), so one Function serves every layer that
 "standardizes over some axes, then applies a per-element affine".
 """
+import math
+
 from ...autograd import Function
 from ...ops._util import sum_to
 
@@ -67,16 +69,42 @@ class Standardize(Function):
     holds anyway) and the per-statistic mean and inv_std, and rebuilds x_hat in the very
     buffer that becomes gx. Each pass makes one new full-size array and updates it in place,
     split across the cores by ``backend.parallel`` (partial sums are joined by ``_join``).
+
+    Where the backend has compiled kernels (``backend.kernels``: Numba on the CPU) and weight is
+    constant within each statistic, forward and backward each run as one kernel over a (P, S, Q)
+    view of x instead (see backend/cpu_kernels.py): the same formulas, one channel at a time.
     """
 
     def forward(self, x, *params, axes, eps, has_weight, has_bias, stats):
-        xp, parallel = self.xp, self.backend.parallel
+        xp = self.xp
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
         x_in, x = x, _acc(xp, x)
         m = 1
         for a in axes:
             m *= x.shape[a]
+        # NOTE: when weight is constant within each statistic (BatchNorm, InstanceNorm) it folds into
+        # per-statistic factors, forward and backward.
+        per_stat = weight is None or all(weight.shape[a] == 1 for a in axes)
+        kernels = self.backend.kernels if per_stat else None
+        layout = _stat_layout(x.shape, axes) if kernels is not None else None
+        if layout is not None and layout[2] == 1 and layout[0] > 1:
+            # NOTE: statistics down columns (BatchNorm1d on (N, C)) would make the kernel read with stride C;
+            # the array path's BLAS reductions do better there.
+            layout = None
+        if layout is not None:
+            y, mean, var, inv_std = self._forward_kernel(kernels, x, weight, bias, axes, eps, layout)
+        else:
+            y, mean, var, inv_std = self._forward_xp(x, weight, bias, axes, eps, m, per_stat)
+        stats["mean"], stats["var"], stats["m"] = mean.astype(x.dtype, copy=False), var.astype(x.dtype, copy=False), m
+        self.x, self.mean, self.inv_std, self.weight, self.axes, self.m = x_in, mean, inv_std, weight, axes, m
+        self.per_stat, self.layout = per_stat, layout
+        self.bias_shape = None if bias is None else bias.shape
+        return y.astype(x_in.dtype, copy=False)
+
+    def _forward_xp(self, x, weight, bias, axes, eps, m, per_stat):
+        """Forward in array ops; each pass makes no new full-size array but y and runs split across the cores."""
+        xp, parallel = self.xp, self.backend.parallel
         mean = reduce_sum(xp, x, axes) / m
         centred = xp.empty_like(x)                      # the one new full-size array; it becomes y
 
@@ -92,59 +120,113 @@ class Standardize(Function):
         mean += shift
         inv_std = 1 / xp.sqrt(var + eps)
         y = centred
-        # NOTE: when weight is constant within each statistic (BatchNorm, InstanceNorm) it folds into
-        # per-statistic factors, forward and backward.
-        per_stat = weight is None or all(weight.shape[a] == 1 for a in axes)
         if per_stat:
             # y = (centred - shift) * inv_std * weight + bias, with per-statistic factors folded
             scale = inv_std if weight is None else inv_std * weight
             parallel(_scale_shift, y, scale, -shift * scale if bias is None else bias - shift * scale)
         else:
             parallel(_standardize_affine, y, shift, inv_std, weight, 0 if bias is None else bias)
-        stats["mean"], stats["var"], stats["m"] = mean, var, m
-        self.x, self.mean, self.inv_std, self.weight, self.axes, self.m = x_in, mean, inv_std, weight, axes, m
-        self.per_stat = per_stat
-        self.bias_shape = None if bias is None else bias.shape
-        return y.astype(x_in.dtype, copy=False)
+        return y, mean, var, inv_std
+
+    def _forward_kernel(self, kernels, x, weight, bias, axes, eps, layout):
+        """Forward by the backend's compiled kernel over the (P, S, Q) view; statistics kept in float64."""
+        xp = self.xp
+        stat_shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+        self.weight_vec = _per_stat_vector(xp, weight, stat_shape, 1, x.dtype)
+        y, mean, var, inv_std = kernels.standardize_forward(xp.ascontiguousarray(x).reshape(layout), self.weight_vec,
+                                                            _per_stat_vector(xp, bias, stat_shape, 0, x.dtype), eps)
+        return (y.reshape(x.shape), *(a.reshape(stat_shape) for a in (mean, var, inv_std)))
 
     def backward(self, gy):
-        xp, parallel = self.xp, self.backend.parallel
-        mean, inv_std, weight, axes, m = self.mean, self.inv_std, self.weight, self.axes, self.m
+        xp = self.xp
         x = _acc(xp, self.x)
         gy = gy.astype(x.dtype, copy=False)
-        centred = xp.empty_like(x)                      # the one new full-size array; it becomes gx
-        grads = []
-        if self.per_stat:
-            # NOTE: weight is constant within each statistic (BatchNorm, InstanceNorm), so with
-            # g_hat = weight * gy the sums factor: Σg_hat = weight·Σgy, Σ(g_hat·x_hat) = weight·Σ(gy·x_hat),
-            # and those two sums of gy are reused for gbeta and ggamma.
-            def centre_and_sum(xb, cb, gb, mb):
-                xp.subtract(xb, mb, out=cb)
-                return reduce_sum(xp, gb, axes), reduce_dot(xp, gb, cb, axes)
-
-            sum_gy, sum_gy_c = _join(xp, parallel(centre_and_sum, x, centred, gy, mean), axes)
-            sum_gy_xhat = sum_gy_c * inv_std                                # x_hat = centred * inv_std
-            scale = inv_std if weight is None else inv_std * weight
-            # gx = scale * (gy - (Σgy + x_hat * Σ(gy*x_hat)) / m), computed in centred's buffer
-            gx = centred
-            parallel(_combine, gx, gy, -inv_std * sum_gy_xhat / m, sum_gy / m, scale)
-            if weight is not None:
-                grads.append(param_sum(xp, sum_gy_xhat, weight.shape) if self.needs_input_grad[1] else None)
-            if self.bias_shape is not None:
-                grads.append(param_sum(xp, sum_gy, self.bias_shape) if self.needs_input_grad[-1] else None)
+        if self.layout is not None:
+            kernels = self.backend.kernels
+            gx, sum_gy, sum_gy_xhat = kernels.standardize_backward(
+                xp.ascontiguousarray(x).reshape(self.layout), xp.ascontiguousarray(gy).reshape(self.layout),
+                self.mean.reshape(-1), self.inv_std.reshape(-1), self.weight_vec)
+            gx = gx.reshape(x.shape)
+            sum_gy = sum_gy.reshape(self.mean.shape).astype(x.dtype)
+            sum_gy_xhat = sum_gy_xhat.reshape(self.mean.shape).astype(x.dtype)
+            grads = self._param_grads(sum_gy, sum_gy_xhat)
+        elif self.per_stat:
+            gx, grads = self._backward_per_stat(x, gy)
         else:
-            # The closed form: gx = (inv_std / m) * (m*g_hat - Σg_hat - x_hat * Σ(g_hat*x_hat)).
-            parallel(lambda xb, cb, mb, ib: _scale_shift(xp.subtract(xb, mb, out=cb), ib, 0), x, centred, mean, inv_std)
-            x_hat = centred
-            grads.append(sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
-            if self.bias_shape is not None:
-                grads.append(sum_to(gy, self.bias_shape) if self.needs_input_grad[-1] else None)
-            g_hat = gy * weight
-            sum_g_hat = g_hat.sum(axis=axes, keepdims=True)
-            sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
-            gx = x_hat
-            parallel(_combine, gx, g_hat, -sum_g_hat_xhat / m, sum_g_hat / m, inv_std)
+            gx, grads = self._backward_general(x, gy)
         return (gx.astype(self.x.dtype, copy=False), *grads)
+
+    def _param_grads(self, sum_gy, sum_gy_xhat):
+        """ggamma = Σ(gy * x_hat) and gbeta = Σgy, from the per-statistic sums, down to the parameters' shapes."""
+        grads = []
+        if self.weight is not None:
+            grads.append(param_sum(self.xp, sum_gy_xhat, self.weight.shape) if self.needs_input_grad[1] else None)
+        if self.bias_shape is not None:
+            grads.append(param_sum(self.xp, sum_gy, self.bias_shape) if self.needs_input_grad[-1] else None)
+        return grads
+
+    def _backward_per_stat(self, x, gy):
+        xp, parallel = self.xp, self.backend.parallel
+        mean, inv_std, weight, axes, m = self.mean, self.inv_std, self.weight, self.axes, self.m
+        centred = xp.empty_like(x)                      # the one new full-size array; it becomes gx
+        # NOTE: weight is constant within each statistic (BatchNorm, InstanceNorm), so with
+        # g_hat = weight * gy the sums factor: Σg_hat = weight·Σgy, Σ(g_hat·x_hat) = weight·Σ(gy·x_hat),
+        # and those two sums of gy are reused for gbeta and ggamma.
+
+        def centre_and_sum(xb, cb, gb, mb):
+            xp.subtract(xb, mb, out=cb)
+            return reduce_sum(xp, gb, axes), reduce_dot(xp, gb, cb, axes)
+
+        sum_gy, sum_gy_c = _join(xp, parallel(centre_and_sum, x, centred, gy, mean), axes)
+        sum_gy_xhat = sum_gy_c * inv_std                                # x_hat = centred * inv_std
+        scale = inv_std if weight is None else inv_std * weight
+        # gx = scale * (gy - (Σgy + x_hat * Σ(gy*x_hat)) / m), computed in centred's buffer
+        gx = centred
+        parallel(_combine, gx, gy, -inv_std * sum_gy_xhat / m, sum_gy / m, scale)
+        return gx, self._param_grads(sum_gy, sum_gy_xhat)
+
+    def _backward_general(self, x, gy):
+        xp, parallel = self.xp, self.backend.parallel
+        mean, inv_std, weight, axes, m = self.mean, self.inv_std, self.weight, self.axes, self.m
+        centred = xp.empty_like(x)
+        grads = []
+        # The closed form: gx = (inv_std / m) * (m*g_hat - Σg_hat - x_hat * Σ(g_hat*x_hat)).
+        parallel(lambda xb, cb, mb, ib: _scale_shift(xp.subtract(xb, mb, out=cb), ib, 0), x, centred, mean, inv_std)
+        x_hat = centred
+        grads.append(sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
+        if self.bias_shape is not None:
+            grads.append(sum_to(gy, self.bias_shape) if self.needs_input_grad[-1] else None)
+        g_hat = gy * weight
+        sum_g_hat = g_hat.sum(axis=axes, keepdims=True)
+        sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
+        gx = x_hat
+        parallel(_combine, gx, g_hat, -sum_g_hat_xhat / m, sum_g_hat / m, inv_std)
+        return gx, grads
+
+
+def _stat_layout(shape, axes):
+    """(P, S, Q) when the axes not reduced form one contiguous run (S statistics, each over P*Q elements), else None."""
+    kept = [i for i in range(len(shape)) if i not in axes]
+    if not kept or kept != list(range(kept[0], kept[-1] + 1)):
+        return None
+    if math.prod(shape) == 0:
+        return None
+    p = q = s = 1
+    for i, n in enumerate(shape):
+        if i < kept[0]:
+            p *= n
+        elif i > kept[-1]:
+            q *= n
+        else:
+            s *= n
+    return p, s, q
+
+
+def _per_stat_vector(xp, param, stat_shape, fill, dtype):
+    """A per-statistic parameter (broadcastable to stat_shape) as a flat contiguous vector; ``fill`` when absent."""
+    if param is None:
+        return xp.full(math.prod(stat_shape), fill, dtype=dtype)
+    return xp.ascontiguousarray(xp.broadcast_to(param, stat_shape).reshape(-1), dtype=dtype)
 
 
 def _join(xp, parts, axes):

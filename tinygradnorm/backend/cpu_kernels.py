@@ -1,0 +1,104 @@
+"""Compiled CPU kernels for the hot paths that NumPy can only spell as many passes over memory.
+
+Each kernel is a plain loop over the maths, compiled by Numba and spread over the cores by
+``prange``. They read like the formulas in docs/normalization.md: statistics, then x_hat, then
+the closed-form gradient, one channel at a time, so a channel's data is read from memory once
+and revisited from cache. Statistics are accumulated in float64 whatever the input dtype.
+
+The NumPy backend uses them when Numba imports (``NumpyBackend.kernels``); without Numba, or
+with TINYGRADNORM_JIT=0, every op falls back to its NumPy code, which the tests check against.
+
+Layout. A standardization over some axes is viewed as an array (P, S, Q): S statistics, each
+over the P*Q elements x[:, s, :] (BatchNorm: (N, C, H*W); InstanceNorm: (1, N*C, H*W);
+LayerNorm: (1, rows, normalized size)).
+"""
+import numpy as np
+from numba import njit, prange
+
+# NOTE: reassociation lets the compiler vectorize the sums (it changes only their rounding, as
+# NumPy's pairwise sums do); no other fast-math flag, so inf and nan propagate as they should.
+_FAST = {"reassoc", "contract"}
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def _standardize_forward(x, weight, bias, eps, y, mean, var, inv_std):
+    p, s, q = x.shape
+    m = p * q
+    for c in prange(s):
+        total = 0.0
+        for i in range(p):
+            for j in range(q):
+                total += x[i, c, j]
+        mu = total / m
+        # NOTE: corrected two-pass variance: Σ(x - mu) is 0 in exact arithmetic; subtracting
+        # its square keeps var accurate when |mu| >> std. Never E[x^2] - E[x]^2.
+        sum_c = 0.0
+        sum_cc = 0.0
+        for i in range(p):
+            for j in range(q):
+                d = x[i, c, j] - mu
+                sum_c += d
+                sum_cc += d * d
+        shift = sum_c / m
+        v = max(sum_cc / m - shift * shift, 0.0)
+        mu += shift
+        inv = 1.0 / np.sqrt(v + eps)
+        scale = inv * weight[c]
+        offset = bias[c] - mu * scale
+        for i in range(p):
+            for j in range(q):
+                y[i, c, j] = x[i, c, j] * scale + offset   # (x - mu) * inv_std * weight + bias
+        mean[c] = mu
+        var[c] = v
+        inv_std[c] = inv
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
+    p, s, q = x.shape
+    m = p * q
+    for c in prange(s):
+        mu = mean[c]
+        inv = inv_std[c]
+        sg = 0.0
+        sgc = 0.0
+        for i in range(p):
+            for j in range(q):
+                g = gy[i, c, j]
+                sg += g
+                sgc += g * (x[i, c, j] - mu)
+        sgx = sgc * inv                                    # Σ gy * x_hat
+        sum_gy[c] = sg
+        sum_gy_xhat[c] = sgx
+        # gx = scale * (gy - (Σgy + x_hat * Σ(gy*x_hat)) / m), with x_hat = (x - mu) * inv
+        scale = inv * weight[c]
+        a = -scale * inv * sgx / m
+        k = -scale * sg / m - a * mu
+        for i in range(p):
+            for j in range(q):
+                gx[i, c, j] = scale * gy[i, c, j] + a * x[i, c, j] + k
+
+
+class CpuKernels:
+    """The compiled kernels, called with C-contiguous float32 or float64 arrays."""
+
+    def __init__(self, threads):
+        import numba
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+    def standardize_forward(self, x, weight, bias, eps):
+        """x (P, S, Q) -> y = (x - mean) * inv_std * weight + bias, and the float64 mean, var, inv_std (S,)."""
+        s = x.shape[1]
+        y = np.empty_like(x)
+        mean, var, inv_std = np.empty(s), np.empty(s), np.empty(s)
+        _standardize_forward(x, weight, bias, float(eps), y, mean, var, inv_std)
+        return y, mean, var, inv_std
+
+    def standardize_backward(self, x, gy, mean, inv_std, weight):
+        """gx of standardize_forward, with Σgy and Σ(gy * x_hat) per statistic (float64, (S,))."""
+        s = x.shape[1]
+        gx = np.empty_like(x)
+        sum_gy, sum_gy_xhat = np.empty(s), np.empty(s)
+        _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat)
+        return gx, sum_gy, sum_gy_xhat
+
