@@ -1,7 +1,7 @@
 """Compiled CPU kernels for the hot paths that NumPy can only spell as many passes over memory.
 
-Each kernel is a plain loop over the maths, compiled by Numba and spread over the cores by
-``prange``. They read like the formulas in docs/normalization.md: statistics, then x_hat, then
+Each kernel is a plain loop over the maths, compiled by Numba, run on ranges of statistics
+spread over the cores by the backend's thread pool. They read like the formulas in docs/normalization.md: statistics, then x_hat, then
 the closed-form gradient, one channel at a time, so a channel's data is read from memory once
 and revisited from cache. Statistics are accumulated in float64 whatever the input dtype.
 
@@ -13,18 +13,18 @@ over the P*Q elements x[:, s, :] (BatchNorm: (N, C, H*W); InstanceNorm: (1, N*C,
 LayerNorm: (1, rows, normalized size)).
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # NOTE: reassociation lets the compiler vectorize the sums (it changes only their rounding, as
 # NumPy's pairwise sums do); no other fast-math flag, so inf and nan propagate as they should.
 _FAST = {"reassoc", "contract"}
 
 
-@njit(parallel=True, fastmath=_FAST, cache=True)
-def _standardize_forward(x, weight, bias, eps, y, mean, var, inv_std):
+@njit(nogil=True, fastmath=_FAST, cache=True)
+def _standardize_forward(x, weight, bias, eps, y, mean, var, inv_std, lo, hi):
     p, s, q = x.shape
     m = p * q
-    for c in prange(s):
+    for c in range(lo, hi):
         total = 0.0
         for i in range(p):
             for j in range(q):
@@ -53,11 +53,11 @@ def _standardize_forward(x, weight, bias, eps, y, mean, var, inv_std):
         inv_std[c] = inv
 
 
-@njit(parallel=True, fastmath=_FAST, cache=True)
-def _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
+@njit(nogil=True, fastmath=_FAST, cache=True)
+def _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat, lo, hi):
     p, s, q = x.shape
     m = p * q
-    for c in prange(s):
+    for c in range(lo, hi):
         mu = mean[c]
         inv = inv_std[c]
         sg = 0.0
@@ -80,18 +80,23 @@ def _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat)
 
 
 class CpuKernels:
-    """The compiled kernels, called with C-contiguous float32 or float64 arrays."""
+    """The compiled kernels, called with C-contiguous float32 or float64 arrays.
 
-    def __init__(self, threads):
-        import numba
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    Each kernel works on a range [lo, hi) of statistics and releases the GIL, so ``split``
+    (the backend's ``parallel_range``) runs the ranges on the backend's own threads: one pool
+    for NumPy work and kernels alike, and no second pool spinning against it.
+    """
+
+    def __init__(self, split):
+        self.split = split
 
     def standardize_forward(self, x, weight, bias, eps):
         """x (P, S, Q) -> y = (x - mean) * inv_std * weight + bias, and the float64 mean, var, inv_std (S,)."""
         s = x.shape[1]
         y = np.empty_like(x)
         mean, var, inv_std = np.empty(s), np.empty(s), np.empty(s)
-        _standardize_forward(x, weight, bias, float(eps), y, mean, var, inv_std)
+        self.split(lambda lo, hi: _standardize_forward(x, weight, bias, float(eps), y, mean, var, inv_std, lo, hi),
+                   s, x.nbytes)
         return y, mean, var, inv_std
 
     def standardize_backward(self, x, gy, mean, inv_std, weight):
@@ -99,6 +104,7 @@ class CpuKernels:
         s = x.shape[1]
         gx = np.empty_like(x)
         sum_gy, sum_gy_xhat = np.empty(s), np.empty(s)
-        _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat)
+        self.split(lambda lo, hi: _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat, lo, hi),
+                   s, x.nbytes)
         return gx, sum_gy, sum_gy_xhat
 

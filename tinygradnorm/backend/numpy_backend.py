@@ -34,7 +34,7 @@ class NumpyBackend:
                 except ImportError as e:
                     self.kernels_missing = f"Numba could not be imported ({e}); pip install numba"
                 else:
-                    self._kernels = CpuKernels(self.threads)
+                    self._kernels = CpuKernels(self.parallel_range)
         return self._kernels
 
     def available(self):
@@ -87,6 +87,17 @@ class NumpyBackend:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
         return [r for piece in self._pool.map(run, range(k)) for r in piece]
+
+    def parallel_range(self, fn, n, nbytes, min_bytes=1 << 18):
+        """Call fn(lo, hi) on pieces of range(n) that cover it, one per core; nbytes (the data the
+        calls touch) decides whether splitting pays. fn must release the GIL (a nogil kernel)."""
+        k = min(self.threads, n) if nbytes >= min_bytes else 1
+        if k <= 1:
+            fn(0, n)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
+        list(self._pool.map(lambda i: fn(n * i // k, n * (i + 1) // k), range(k)))
 
     def seed(self, seed):
         self.rng = np.random.default_rng(seed)
