@@ -15,6 +15,7 @@ POOL = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kern
 
 @pytest.mark.parametrize("kw", CONV)
 @pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.usefixtures("cpu_path")
 def test_conv2d_gradcheck(kw, bias, device):
     x = leaf(R.standard_normal((2, 3, 7, 6)), device)
     w = leaf(R.standard_normal((4, 3, 3, 2)), device)
@@ -23,6 +24,7 @@ def test_conv2d_gradcheck(kw, bias, device):
     assert tg.gradcheck(lambda *a: F.conv2d(*a, **kw), inputs)
 
 
+@pytest.mark.usefixtures("cpu_path")
 def test_conv2d_unbatched(device):
     x = leaf(R.standard_normal((3, 5, 5)), device)
     w = leaf(R.standard_normal((2, 3, 3, 3)), device)
@@ -69,10 +71,27 @@ def _assert_same(ours_out, theirs_out, ours, theirs, torch):
 
 
 @pytest.mark.parametrize("kw", CONV)
+@pytest.mark.usefixtures("cpu_path")
 def test_conv2d_matches_torch(torch, kw):
     arrays = [R.standard_normal((3, 2, 9, 8)), R.standard_normal((5, 2, 3, 3)), R.standard_normal(5)]
     ours, theirs = _torch_pair(torch, arrays)
     _assert_same(F.conv2d(*ours, **kw), torch.nn.functional.conv2d(*theirs, **kw), ours, theirs, torch)
+
+
+@pytest.mark.parametrize("kw", CONV)
+@pytest.mark.usefixtures("cpu_path")
+def test_conv2d_float32_matches_torch(torch, kw):
+    """The float32 path (the one training takes) against PyTorch's float32, to float32 rounding."""
+    arrays = [R.standard_normal(s).astype(np.float32) for s in ((4, 3, 11, 10), (6, 3, 5, 3), (6,))]
+    ours = [tg.tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    y, ty = F.conv2d(*ours, **kw), torch.nn.functional.conv2d(*theirs, **kw)
+    gy = R.standard_normal(y.shape).astype(np.float32)
+    y.backward(tg.tensor(gy))
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kw", POOL)

@@ -12,6 +12,9 @@ Layout. A standardization over some axes is viewed as an array (P, S, Q): S stat
 over the P*Q elements x[:, s, :] (BatchNorm: (N, C, H*W); InstanceNorm: (1, N*C, H*W);
 LayerNorm: (1, rows, normalized size)).
 """
+import math
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -89,6 +92,7 @@ class CpuKernels:
 
     def __init__(self, split):
         self.split = split
+        self._scratch = threading.local()
 
     def standardize_forward(self, x, weight, bias, eps):
         """x (P, S, Q) -> y = (x - mean) * inv_std * weight + bias, and the float64 mean, var, inv_std (S,)."""
@@ -108,3 +112,59 @@ class CpuKernels:
                    s, x.nbytes)
         return gx, sum_gy, sum_gy_xhat
 
+    def im2col(self, x, cols, stride, padding, dilation):
+        """cols[c, i, j, n, a, b] = x[n, c, a*sh + i*dh - ph, b*sw + j*dw - pw], zero outside x."""
+        c, kh, kw = cols.shape[:3]
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        self.split(lambda lo, hi: _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, lo, hi), c * kh * kw, cols.nbytes)
+
+    def scratch(self, name, shape, dtype):
+        """A reusable array for a temporary that dies inside one op call (im2col's columns, say), one per
+        name and thread. Reusing it spares a fresh allocation, and its page faults, on every call."""
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        buffers = self._scratch.__dict__
+        buf = buffers.get(name)
+        if buf is None or buf.nbytes < nbytes:
+            buf = buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    def col2im(self, gcols, x_shape, stride, padding, dilation):
+        """The adjoint of im2col: gx (N, C, H, W) with every column entry added back where it was read."""
+        gx = np.empty(x_shape, dtype=gcols.dtype)
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        self.split(lambda lo, hi: _col2im(gcols, gx, sh, sw, ph, pw, dh, dw, lo, hi), x_shape[0], gcols.nbytes)
+        return gx
+
+
+
+# ---- convolution: building and scattering the columns -------------------------------
+@njit(nogil=True, cache=True)
+def _im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, lo, hi):
+    n_, c_, h, w = x.shape
+    oh, ow = cols.shape[4], cols.shape[5]
+    for k in range(lo, hi):                        # k = (c, i, j), one kernel offset of one channel
+        c, i, j = k // (kh * kw), (k // kw) % kh, k % kw
+        for n in range(n_):
+            for a in range(oh):
+                r = a * sh + i * dh - ph
+                for b in range(ow):
+                    s = b * sw + j * dw - pw
+                    cols[c, i, j, n, a, b] = x[n, c, r, s] if 0 <= r < h and 0 <= s < w else 0
+
+
+@njit(nogil=True, cache=True)
+def _col2im(gcols, gx, sh, sw, ph, pw, dh, dw, lo, hi):
+    c_, kh, kw, n_, oh, ow = gcols.shape
+    h, w = gx.shape[2], gx.shape[3]
+    for n in range(lo, hi):                        # each sample's gx belongs to one call: no races
+        for c in range(c_):
+            gx[n, c] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    for a in range(oh):
+                        r = a * sh + i * dh - ph
+                        if 0 <= r < h:
+                            for b in range(ow):
+                                s = b * sw + j * dw - pw
+                                if 0 <= s < w:
+                                    gx[n, c, r, s] += gcols[c, i, j, n, a, b]
