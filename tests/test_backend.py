@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import tinygradnorm as tg
@@ -61,3 +62,48 @@ def test_devices_are_interned():
     assert tg.device("cpu") is tg.device("CPU")
     assert tg.device("cpu") == "cpu"
     assert str(tg.device("cpu")) == "cpu"
+
+
+def test_compiled_kernels_can_be_switched_off_and_say_why(monkeypatch):
+    from tinygradnorm.backend.numpy_backend import NumpyBackend
+    monkeypatch.setenv("TINYGRADNORM_JIT", "0")
+    backend = NumpyBackend()
+    assert backend.kernels is None and "TINYGRADNORM_JIT=0" in backend.kernels_missing
+
+
+def test_missing_numba_falls_back_with_the_reason(monkeypatch):
+    import sys
+    from tinygradnorm.backend.numpy_backend import NumpyBackend
+    monkeypatch.delenv("TINYGRADNORM_JIT", raising=False)
+    monkeypatch.setitem(sys.modules, "numba", None)          # makes `import numba` raise ImportError
+    monkeypatch.delitem(sys.modules, "tinygradnorm.backend.cpu_kernels", raising=False)
+    backend = NumpyBackend()
+    assert backend.kernels is None
+    assert "Numba" in backend.kernels_missing and "pip install numba" in backend.kernels_missing
+
+
+def test_parallel_range_covers_every_index_once():
+    backend = tg.device("cpu").backend
+    for n, nbytes in [(1, 1 << 30), (7, 1 << 30), (64, 1 << 30), (64, 10)]:
+        seen = np.zeros(n, dtype=int)
+
+        def mark(lo, hi):
+            seen[lo:hi] += 1
+        backend.parallel_range(mark, n, nbytes)
+        assert (seen == 1).all(), (n, seen)
+
+
+def test_scratch_is_reused_per_name_and_separate_per_thread():
+    import threading
+    kernels = tg.device("cpu").backend.kernels
+    if kernels is None:
+        pytest.skip("no compiled CPU kernels")
+    a = kernels.scratch("test-a", (4, 5), np.float32)
+    assert a.shape == (4, 5) and a.dtype == np.float32
+    assert np.shares_memory(a, kernels.scratch("test-a", (2, 3), np.float64))
+    assert not np.shares_memory(a, kernels.scratch("test-b", (4, 5), np.float32))
+    other = []
+    t = threading.Thread(target=lambda: other.append(kernels.scratch("test-a", (4, 5), np.float32)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(a, other[0])
