@@ -88,7 +88,7 @@ class NumpyBackend:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
         return [r for piece in self._pool.map(run, range(k)) for r in piece]
 
-    def parallel_range(self, fn, n, nbytes, min_bytes=1 << 18):
+    def parallel_range(self, fn, n, nbytes, min_bytes=1 << 21):
         """Call fn(lo, hi) on pieces of range(n) that cover it, one per core; nbytes (the data the
         calls touch) decides whether splitting pays. fn must release the GIL (a nogil kernel)."""
         k = min(self.threads, n) if nbytes >= min_bytes else 1
@@ -97,7 +97,11 @@ class NumpyBackend:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
-        list(self._pool.map(lambda i: fn(n * i // k, n * (i + 1) // k), range(k)))
+        # NOTE: the calling thread takes the first piece itself: one thread fewer to wake per call.
+        others = [self._pool.submit(fn, n * i // k, n * (i + 1) // k) for i in range(1, k)]
+        fn(0, n // k)
+        for f in others:
+            f.result()
 
     def seed(self, seed):
         self.rng = np.random.default_rng(seed)
