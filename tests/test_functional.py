@@ -61,13 +61,13 @@ def _torch_pair(torch, arrays):
     return ours, theirs
 
 
-def _assert_same(ours_out, theirs_out, ours, theirs, torch):
-    gy = R.standard_normal(ours_out.shape)
+def _assert_same(ours_out, theirs_out, ours, theirs, torch, tol=1e-9):
+    gy = R.standard_normal(ours_out.shape).astype(ours_out.numpy().dtype)
     ours_out.backward(tg.tensor(gy))
     theirs_out.backward(torch.tensor(gy))
-    np.testing.assert_allclose(ours_out.numpy(), theirs_out.detach().numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours_out.numpy(), theirs_out.detach().numpy(), rtol=tol, atol=tol)
     for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("kw", CONV)
@@ -85,13 +85,7 @@ def test_conv2d_float32_matches_torch(torch, kw):
     arrays = [R.standard_normal(s).astype(np.float32) for s in ((4, 3, 11, 10), (6, 3, 5, 3), (6,))]
     ours = [tg.tensor(a, requires_grad=True) for a in arrays]
     theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
-    y, ty = F.conv2d(*ours, **kw), torch.nn.functional.conv2d(*theirs, **kw)
-    gy = R.standard_normal(y.shape).astype(np.float32)
-    y.backward(tg.tensor(gy))
-    ty.backward(torch.tensor(gy))
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-4)
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-4, atol=1e-4)
+    _assert_same(F.conv2d(*ours, **kw), torch.nn.functional.conv2d(*theirs, **kw), ours, theirs, torch, tol=1e-4)
 
 
 @pytest.mark.parametrize("kw", POOL)
