@@ -8,7 +8,7 @@ import numpy as np
 
 import tinygradnorm as tg
 from tinygradnorm import nn, optim
-from timing import time_ms
+from timing import print_table, time_ms
 
 def build(lib):
     """The network of examples/lenet.py, from tinygradnorm.nn or torch.nn."""
@@ -53,13 +53,7 @@ def main():
         rows.append((f"torch {torch.__version__} ({torch.get_num_threads()} threads)", *time_ms(theirs, args.repeat)))
     except ImportError:
         pass
-    print(f"LeNet + batch norm training step, batch {args.batch}, float32, CPU (ms)")
-    print(f"{'library':<34}{'median':>9}{'best':>9}")
-    for name, med, best in rows:
-        print(f"{name:<34}{med:>9.2f}{best:>9.2f}")
-    if len(rows) == 2:
-        print(f"ratio tinygradnorm/torch: median {rows[0][1] / rows[1][1]:.2f}x, best {rows[0][2] / rows[1][2]:.2f}x")
-
+    print_table(f"LeNet + batch norm training step, batch {args.batch}, float32, CPU (ms)", ["median", "best"], rows)
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ import timeit
 import numpy as np
 
 import tinygradnorm as tg
+from timing import print_table
 
 
 def per_call_us(fn, repeat):
@@ -51,14 +52,8 @@ def main():
     except ImportError:
         pass
 
-    print(f"elementwise x * 2.0 on {args.size} float32 elements (best of 5 x {args.repeat} calls)")
-    print(f"{'library':<22}{'forward µs':>12}{'fwd+bwd µs':>12}")
-    for name, f, fb in rows:
-        print(f"{name:<22}{f:>12.2f}{fb:>12.2f}")
-    if len(rows) == 2:
-        print(f"ratio tinygradnorm/torch: forward {rows[0][1] / rows[1][1]:.2f}x, "
-              f"forward+backward {rows[0][2] / rows[1][2]:.2f}x")
-
+    print_table(f"elementwise x * 2.0 on {args.size} float32 elements (best of 5 x {args.repeat} calls, µs)",
+                ["forward", "fwd+bwd"], rows, unit_width=12, name_width=22)
 
 if __name__ == "__main__":
     main()

@@ -84,9 +84,7 @@ class NumpyBackend:
 
         if k == 1:
             return run(0)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
-        return [r for piece in self._pool.map(run, range(k)) for r in piece]
+        return [r for piece in self._threads().map(run, range(k)) for r in piece]
 
     def parallel_range(self, fn, n, nbytes, min_bytes=1 << 21):
         """Call fn(lo, hi) on pieces of range(n) that cover it, one per core; nbytes (the data the
@@ -95,13 +93,17 @@ class NumpyBackend:
         if k <= 1:
             fn(0, n)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
         # NOTE: the calling thread takes the first piece itself: one thread fewer to wake per call.
-        others = [self._pool.submit(fn, n * i // k, n * (i + 1) // k) for i in range(1, k)]
+        others = [self._threads().submit(fn, n * i // k, n * (i + 1) // k) for i in range(1, k)]
         fn(0, n // k)
         for f in others:
             f.result()
+
+    def _threads(self):
+        """The one thread pool that parallel and parallel_range share, started on first use."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
+        return self._pool
 
     def seed(self, seed):
         self.rng = np.random.default_rng(seed)
