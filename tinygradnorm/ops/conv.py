@@ -53,9 +53,10 @@ class Conv2d(Function):
     so forward, the weight gradient and the input gradient are each one large GEMM, and
     building or scattering the columns moves contiguous blocks, one kernel offset at a time.
 
-    Where the backend has compiled kernels, ``im2col`` and ``col2im`` are one pass each, and
-    the columns live in the kernels' scratch space: backward rebuilds them from x (which the
-    graph holds anyway) rather than keeping an array KH*KW times the size of x.
+    Where the backend has compiled kernels, ``kernels.conv2d_forward`` and ``conv2d_backward``
+    do the same maths a cache-sized chunk of samples at a time (see cpu_kernels.py): backward
+    rebuilds each chunk's columns from x (which the graph holds anyway) rather than keeping an
+    array KH*KW times the size of x.
     """
 
     def forward(self, x, w, *b, stride, padding, dilation):
@@ -68,58 +69,42 @@ class Conv2d(Function):
         self.geom = (stride, padding, dilation, (oh, ow))
         self.kernels = _kernels(self.backend, x)
         if self.kernels is not None:
-            self.x, self.cols = xp.ascontiguousarray(x), None
-            cols = self._im2col(self.x)
-            y = xp.matmul(w.reshape(o, -1), cols, out=self.kernels.scratch("y", (o, n * oh * ow), x.dtype))
-        else:
-            xt = _padded_channels_first(xp, x, padding)                   # (C, N, Hp, Wp)
-            cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)        # im2col
-            for i in range(kh):
-                for j in range(kw):
-                    cols[:, i, j] = _window(xt, i, j, stride, dilation, (oh, ow))
-            self.cols = cols = cols.reshape(c * kh * kw, n * oh * ow)
-            y = w.reshape(o, -1) @ cols                                   # (O, N*OH*OW)
+            self.x = x = xp.ascontiguousarray(x)
+            return self.kernels.conv2d_forward(x, xp.ascontiguousarray(w), b[0] if b else None,
+                                               stride, padding, dilation, (oh, ow))
+        xt = _padded_channels_first(xp, x, padding)                       # (C, N, Hp, Wp)
+        cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)            # im2col
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j] = _window(xt, i, j, stride, dilation, (oh, ow))
+        self.cols = cols = cols.reshape(c * kh * kw, n * oh * ow)
+        y = w.reshape(o, -1) @ cols                                       # (O, N*OH*OW)
         if b:
             y += b[0][:, None]
         return xp.ascontiguousarray(y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3))
 
-    def _im2col(self, x):
-        """The columns (C*KH*KW, N*OH*OW) of x, built by the compiled kernel into scratch space."""
-        stride, padding, dilation, (oh, ow) = self.geom
-        n, c = x.shape[:2]
-        kh, kw = self.w.shape[2:]
-        cols = self.kernels.scratch("cols", (c, kh, kw, n, oh, ow), x.dtype)
-        self.kernels.im2col(x, cols, stride, padding, dilation)
-        return cols.reshape(c * kh * kw, n * oh * ow)
-
     def backward(self, gy):
-        xp, w, kernels = self.xp, self.w, self.kernels
+        xp, w = self.xp, self.w
         stride, (ph, pw), dilation, (oh, ow) = self.geom
         n, c, h, wd = self.x_shape
         o, _, kh, kw = w.shape
-        if kernels is not None:
-            gy2 = kernels.scratch("gy", (o, n, oh, ow), gy.dtype)
-            xp.copyto(gy2, gy.transpose(1, 0, 2, 3))
-            gy2 = gy2.reshape(o, n * oh * ow)
-        else:
-            gy2 = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(o, n * oh * ow)
+        needs = self.needs_input_grad
+        need_gb = len(needs) > 2 and needs[2]
+        if self.kernels is not None:
+            return self.kernels.conv2d_backward(self.x, xp.ascontiguousarray(w), gy, stride, (ph, pw), dilation,
+                                                needs[0], needs[1], need_gb)
+        gy2 = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(o, n * oh * ow)
         gx = gw = gb = None
-        if self.needs_input_grad[0]:
-            if kernels is not None:                                       # col2im
-                gcols = xp.matmul(w.reshape(o, -1).T, gy2,
-                                  out=kernels.scratch("gcols", (c * kh * kw, n * oh * ow), gy.dtype))
-                gx = kernels.col2im(gcols.reshape(c, kh, kw, n, oh, ow), self.x_shape, stride, (ph, pw), dilation)
-            else:
-                gcols = (w.reshape(o, -1).T @ gy2).reshape(c, kh, kw, n, oh, ow)
-                gxt = xp.zeros((c, n, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
-                for i in range(kh):
-                    for j in range(kw):
-                        _window(gxt, i, j, stride, dilation, (oh, ow))[...] += gcols[:, i, j]
-                gx = xp.ascontiguousarray(gxt[:, :, ph: ph + h, pw: pw + wd].transpose(1, 0, 2, 3))
-        if self.needs_input_grad[1]:
-            cols = self.cols if kernels is None else self._im2col(self.x)
-            gw = (gy2 @ cols.T).reshape(w.shape)
-        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
+        if needs[0]:                                                      # col2im
+            gcols = (w.reshape(o, -1).T @ gy2).reshape(c, kh, kw, n, oh, ow)
+            gxt = xp.zeros((c, n, h + 2 * ph, wd + 2 * pw), dtype=gy.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    _window(gxt, i, j, stride, dilation, (oh, ow))[...] += gcols[:, i, j]
+            gx = xp.ascontiguousarray(gxt[:, :, ph: ph + h, pw: pw + wd].transpose(1, 0, 2, 3))
+        if needs[1]:
+            gw = (gy2 @ self.cols.T).reshape(w.shape)
+        if need_gb:
             gb = gy2.sum(axis=1)
         return gx, gw, gb
 
