@@ -2,6 +2,12 @@
 from ..tensor import Tensor
 
 
+def compiled_kernels(backend, a):
+    """The backend's compiled kernels when they take this array (float32 or float64), else None."""
+    kernels = backend.kernels
+    return kernels if kernels is not None and a.dtype.itemsize >= 4 else None
+
+
 def sum_to(grad, shape):
     """Sum ``grad`` down to ``shape``: the adjoint of broadcasting an array of ``shape``."""
     if grad.shape == shape:

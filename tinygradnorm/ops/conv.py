@@ -5,6 +5,7 @@ Backward scatters window gradients back with one slice-add per kernel offset, so
 Python loop is over the KH*KW offsets, never over the batch or the pixels.
 """
 from ..autograd import Function
+from ._util import compiled_kernels
 
 
 def _pair(v, name):
@@ -40,12 +41,6 @@ def _padded_channels_first(xp, x, padding):
     return out
 
 
-def _kernels(backend, a):
-    """The backend's compiled kernels when they take this array (float32 or float64), else None."""
-    kernels = backend.kernels
-    return kernels if kernels is not None and a.dtype.itemsize >= 4 else None
-
-
 class Conv2d(Function):
     """y[n,o] = sum_{c,i,j} w[o,c,i,j] * x_padded[n, c, s*h + d*i, s*w + d*j] (+ b[o]).
 
@@ -67,7 +62,7 @@ class Conv2d(Function):
         ow = _out_size(wd, kw, stride[1], padding[1], dilation[1])
         self.w, self.x_shape = w, x.shape
         self.geom = (stride, padding, dilation, (oh, ow))
-        self.kernels = _kernels(self.backend, x)
+        self.kernels = compiled_kernels(self.backend, x)
         if self.kernels is not None:
             self.x = x = xp.ascontiguousarray(x)
             return self.kernels.conv2d_forward(x, xp.ascontiguousarray(w), b[0] if b else None,
@@ -118,6 +113,9 @@ class AvgPool2d(Function):
         n, c, h, w = x.shape
         oh, ow = _out_size(h, kh, stride[0], ph, 1), _out_size(w, kw, stride[1], pw, 1)
         self.x_shape, self.geom = x.shape, (kernel, stride, padding, (oh, ow))
+        self.kernels = compiled_kernels(self.backend, x)
+        if self.kernels is not None:
+            return self.kernels.avg_pool2d_forward(xp.ascontiguousarray(x), kernel, stride, padding, (oh, ow))
         if ph or pw:
             x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         y = _window(x, 0, 0, stride, (1, 1), (oh, ow)).copy()
@@ -132,6 +130,8 @@ class AvgPool2d(Function):
         xp = self.xp
         (kh, kw), stride, (ph, pw), (oh, ow) = self.geom
         n, c, h, w = self.x_shape
+        if self.kernels is not None:
+            return self.kernels.avg_pool2d_backward(xp.ascontiguousarray(gy), self.x_shape, (kh, kw), stride, (ph, pw))
         g = gy * (1 / (kh * kw))
         if (kh, kw) == stride and not (ph or pw) and (h, w) == (oh * kh, ow * kw):
             # NOTE: windows that tile the input exactly: every input element gets its window's g.

@@ -6,7 +6,7 @@ from ._util import broadcast_shape, pair, sum_to
 class MatMul(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a @ b
+        return self.backend.matmul(a, b)
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -47,17 +47,17 @@ class Linear(Function):
 
     def forward(self, x, w, *b):
         self.x, self.w = x, w
-        y = x @ w.T
+        y = self.backend.matmul(x, w.T)
         if b:
             y += b[0]
         return y
 
     def backward(self, g):
-        x, w = self.x, self.w
-        gx = g @ w if self.needs_input_grad[0] else None
+        x, w, mm = self.x, self.w, self.backend.matmul
+        gx = mm(g, w) if self.needs_input_grad[0] else None
         gw = gb = None
         if self.needs_input_grad[1]:
-            gw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+            gw = mm(g.reshape(-1, g.shape[-1]).T, x.reshape(-1, x.shape[-1]))
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             gb = g.reshape(-1, g.shape[-1]).sum(axis=0)
         return gx, gw, gb
