@@ -34,6 +34,7 @@ def test_conv2d_unbatched(device):
 
 @pytest.mark.parametrize("kw", POOL)
 @pytest.mark.parametrize("pool", [F.avg_pool2d, F.max_pool2d])
+@pytest.mark.usefixtures("cpu_path")
 def test_pool_gradcheck(pool, kw, device):
     x = leaf(R.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) / 10.0, device)  # distinct values: no max ties
     assert tg.gradcheck(lambda t: pool(t, **kw), (x,))
@@ -90,6 +91,7 @@ def test_conv2d_float32_matches_torch(torch, kw):
 
 @pytest.mark.parametrize("kw", POOL)
 @pytest.mark.parametrize("name", ["avg_pool2d", "max_pool2d"])
+@pytest.mark.usefixtures("cpu_path")
 def test_pools_match_torch(torch, name, kw):
     ours, theirs = _torch_pair(torch, [R.standard_normal((2, 3, 9, 8))])
     _assert_same(getattr(F, name)(ours[0], **kw), getattr(torch.nn.functional, name)(theirs[0], **kw),

@@ -97,6 +97,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.usefixtures("cpu_path")
 def test_gradcheck(name, device):
     fn, arrays, _ = CASES[name]
     inputs = [leaf(a, device) for a in arrays]
@@ -104,6 +105,7 @@ def test_gradcheck(name, device):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.usefixtures("cpu_path")
 def test_forward_matches_numpy(name, device):
     fn, arrays, ref = CASES[name]
     out = fn(*[leaf(a, device, requires_grad=False) for a in arrays])

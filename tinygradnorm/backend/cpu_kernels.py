@@ -323,9 +323,10 @@ def _col2im(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 # ---- sigmoid ------------------------------------------------------------------------
-# sigmoid(x) = s for x >= 0 and t*s for x < 0, where t = exp(-|x|) and s = 1/(1 + t): t is
-# never above 1, so nothing overflows for any x, and for x << 0 the result keeps its
-# relative accuracy down to the smallest subnormal.
+# sigmoid(x) = 1/(1 + t) for x >= 0 and t/(1 + t) for x < 0, where t = exp(-|x|): t is never
+# above 1, so nothing overflows for any x, and for x << 0 the result keeps its relative
+# accuracy down to the smallest subnormal (1/(1 + exp(-x)) would too, but 0.5*tanh(x/2) + 0.5
+# loses it to cancellation).
 #
 # Numba calls the C library's expf one element at a time, which cannot be vectorized. The
 # float32 kernel computes exp itself from arithmetic the compiler vectorizes: write
@@ -351,8 +352,7 @@ def _sigmoid_f32(x, y, lo, hi):
         ni = np.int32(n)
         half = ni >> 1
         t = e * _pow2_f32(half) * _pow2_f32(ni - half)                   # exp(a) = exp(r) * 2^n
-        s = one / (one + t)
-        out = s if v >= 0 else t * s
+        out = (one if v >= 0 else t) / (one + t)
         y[k] = out if v == v else v                                      # nan stays nan
 
 
@@ -367,8 +367,7 @@ def _sigmoid_f64(x, y, lo, hi):
     for k in range(lo, hi):
         v = x[k]
         t = math.exp(-abs(v))
-        s = 1.0 / (1.0 + t)
-        y[k] = s if v >= 0 else t * s
+        y[k] = (1.0 if v >= 0 else t) / (1.0 + t)
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)

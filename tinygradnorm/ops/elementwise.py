@@ -201,12 +201,11 @@ class Sigmoid(Function):
         if self.kernels is not None:
             self.out = self.kernels.sigmoid_forward(xp.ascontiguousarray(x))
             return self.out
-        # NOTE: 1/(1+exp(-x)) overflows for x << 0; the tanh form is finite everywhere.
-        out = xp.tanh(x * 0.5)
-        out += 1
-        out *= 0.5
-        self.out = out
-        return out
+        # NOTE: with t = exp(-|x|) <= 1 nothing overflows, and t/(1+t) keeps full relative accuracy
+        # for x << 0 (0.5*tanh(x/2) + 0.5 would lose it to cancellation).
+        t = xp.exp(-xp.abs(x))
+        self.out = xp.where(x >= 0, 1, t) / (1 + t)
+        return self.out
 
     def backward(self, g):
         if self.kernels is not None:

@@ -1,0 +1,198 @@
+"""The compiled CPU kernels beyond normalization: sigmoid, average pooling, chunked convolution,
+recycled output memory and the backend's split matmul.
+
+Each is checked against the NumPy code it replaces (which the rest of the suite checks against
+PyTorch and finite differences), against PyTorch in float32, and with its work cut into many
+pieces, so that the code joining pieces (chunks, threads) is exercised at test sizes too.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinygradnorm as tg
+import tinygradnorm.nn.functional as F
+from conftest import leaf
+
+R = np.random.default_rng(11)
+BACKEND = tg.device("cpu").backend
+KERNELS = BACKEND.kernels
+needs_kernels = pytest.mark.skipif(KERNELS is None, reason=f"no compiled CPU kernels: {BACKEND.kernels_missing}")
+
+
+def _in_three_pieces(fn, n, nbytes, min_bytes=0):
+    """A stand-in for parallel_range that always cuts range(n) into three pieces (some may be empty)."""
+    for i in range(3):
+        fn(n * i // 3, n * (i + 1) // 3)
+
+
+@pytest.fixture
+def many_pieces(monkeypatch):
+    """Kernels that cut every job into three pieces and every convolution into one-sample chunks."""
+    from tinygradnorm.backend import cpu_kernels
+    monkeypatch.setattr(KERNELS, "split", _in_three_pieces)
+    monkeypatch.setattr(cpu_kernels, "_CONV_CHUNK_BYTES", 1)
+
+
+def _both_paths(monkeypatch, fn):
+    """fn() with the compiled kernels, then with NumPy's code alone."""
+    compiled = fn()
+    with monkeypatch.context() as m:
+        m.setattr(BACKEND, "_kernels", None)
+        return compiled, fn()
+
+
+# ---- sigmoid --------------------------------------------------------------------------
+@needs_kernels
+def test_float32_sigmoid_is_accurate_over_the_whole_range():
+    """Within 3 float32 ulps of the exact result (2.0 measured), subnormal results and saturated ends included."""
+    x = np.concatenate([np.linspace(-110, 110, 200_001), [-103.5, -100, -88, -87.5, 0.0, -0.0, 1e-30, -1e-30]])
+    x = x.astype(np.float32)
+    y = KERNELS.sigmoid_forward(x)
+    ref = 1 / (1 + np.exp(-x.astype(np.float64)))
+    ulp = np.spacing(ref.astype(np.float32)).astype(np.float64)
+    assert np.max(np.abs(y - ref) / ulp) <= 3
+    assert y[np.argmax(x)] == 1 and y[np.argmin(x)] == 0
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_of_inf_and_nan(dtype):
+    y = KERNELS.sigmoid_forward(np.array([np.inf, -np.inf, np.nan], dtype=dtype))
+    assert y[0] == 1 and y[1] == 0 and np.isnan(y[2])
+
+
+@pytest.mark.usefixtures("cpu_path")
+def test_float32_sigmoid_matches_torch(torch):
+    a = (R.standard_normal((4, 3, 33)) * 6).astype(np.float32)
+    ours, theirs = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, ty = ours.sigmoid(), theirs.sigmoid()
+    gy = R.standard_normal(a.shape).astype(np.float32)
+    y.backward(tg.tensor(gy))
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=2e-7, atol=1e-30)
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6, atol=1e-30)
+
+
+@needs_kernels
+@pytest.mark.usefixtures("many_pieces")
+def test_sigmoid_in_pieces_gradchecks():
+    assert tg.gradcheck(lambda t: t.sigmoid(), (leaf(R.standard_normal((5, 7)) * 3),))
+
+
+# ---- average pooling ----------------------------------------------------------------
+POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(3, 2), stride=1)]
+
+
+@pytest.mark.parametrize("kw", POOLS)
+@pytest.mark.parametrize("hw", [(8, 6), (9, 7)])      # the second leaves a row and a column out of every window
+@pytest.mark.usefixtures("cpu_path")
+def test_float32_avg_pool_matches_torch(torch, kw, hw):
+    a = R.standard_normal((3, 4, *hw)).astype(np.float32)
+    ours, theirs = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, ty = F.avg_pool2d(ours, **kw), torch.nn.functional.avg_pool2d(theirs, **kw)
+    gy = R.standard_normal(y.shape).astype(np.float32)
+    y.backward(tg.tensor(gy))
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("kw", POOLS)
+@pytest.mark.usefixtures("many_pieces")
+def test_avg_pool_in_pieces_gradchecks(kw):
+    assert tg.gradcheck(lambda t: F.avg_pool2d(t, **kw), (leaf(R.standard_normal((2, 3, 7, 6))),))
+
+
+# ---- convolution in chunks ------------------------------------------------------------
+@needs_kernels
+@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))])
+@pytest.mark.usefixtures("many_pieces")
+def test_conv2d_in_one_sample_chunks_and_three_pieces_matches_numpy_path(monkeypatch, kw):
+    """Per-chunk and per-thread sums of gw and gb add up to what the one-GEMM NumPy path gives."""
+    arrays = [R.standard_normal((5, 3, 8, 7)), R.standard_normal((4, 3, 3, 2)), R.standard_normal(4)]
+    gy = None
+
+    def run():
+        nonlocal gy
+        x, w, b = (leaf(a) for a in arrays)
+        y = F.conv2d(x, w, b, **kw)
+        gy = R.standard_normal(y.shape) if gy is None else gy
+        y.backward(tg.tensor(gy))
+        return [y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()]
+
+    compiled, numpy_only = _both_paths(monkeypatch, run)
+    for a, b in zip(compiled, numpy_only):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
+@pytest.mark.usefixtures("many_pieces")
+def test_conv2d_in_chunks_gradchecks():
+    x, w, b = leaf(R.standard_normal((4, 2, 6, 5))), leaf(R.standard_normal((3, 2, 3, 3))), leaf(R.standard_normal(3))
+    assert tg.gradcheck(lambda *a: F.conv2d(*a, padding=1), (x, w, b))
+
+
+# ---- recycled memory -----------------------------------------------------------------
+def _recycler(**kw):
+    from tinygradnorm.backend.cpu_kernels import _Recycler
+    return _Recycler(min_bytes=64, **kw)
+
+
+@needs_kernels
+def test_recycled_memory_is_reused_only_once_no_array_uses_it():
+    r = _recycler()
+    a = r.empty((8, 10), np.float32)
+    view = a[2:].T                                    # a view of a view keeps the memory in use
+    del a
+    b = r.empty((8, 10), np.float32)
+    assert not np.shares_memory(b, view)
+    del view
+    c = r.empty((10, 8), np.float32)                  # same size, other shape: the freed block
+    assert not np.shares_memory(c, b) and len(r.blocks[320]) == 2
+    assert r.empty((4, 5), np.float64).shape == (4, 5) and c.dtype == np.float32
+
+
+@needs_kernels
+def test_recycler_lets_free_blocks_go_past_its_limit():
+    r = _recycler(limit=1000)
+    keep = r.empty((100,), np.float32)               # 400 bytes, in use
+    r.empty((120,), np.float32)                      # 480 bytes, free at once
+    r.empty((150,), np.float32)                      # 600 more would pass 1000: the free 480 go first
+    assert r.total == 1000 and 480 not in [n for n, blocks in r.blocks.items() if blocks]
+    assert keep.shape == (100,)
+
+
+@needs_kernels
+def test_small_arrays_bypass_the_recycler():
+    r = _recycler()
+    assert r.empty((3,), np.float32).base is None and not r.blocks
+
+
+# ---- matmul split over the pool --------------------------------------------------------
+@pytest.mark.parametrize("shape", [(7, 5, 3), (1, 4, 2), (64, 33, 17)])
+def test_split_matmul_matches_numpy(monkeypatch, shape):
+    from tinygradnorm.backend import numpy_backend
+    monkeypatch.setattr(numpy_backend, "_SPLIT_MATMUL_MACS", 0)
+    m, k, n = shape
+    a, b = R.standard_normal((m, k)), R.standard_normal((k, n))
+    np.testing.assert_array_equal(BACKEND.matmul(a, b), a @ b)
+
+
+def test_linear_with_split_matmul_gradchecks(monkeypatch):
+    from tinygradnorm.backend import numpy_backend
+    monkeypatch.setattr(numpy_backend, "_SPLIT_MATMUL_MACS", 0)
+    x, w, b = leaf(R.standard_normal((6, 5))), leaf(R.standard_normal((4, 5))), leaf(R.standard_normal(4))
+    assert tg.gradcheck(F.linear, (x, w, b))
+
+
+def test_starting_the_pool_puts_blas_on_one_thread():
+    pytest.importorskip("threadpoolctl")
+    code = ("import tinygradnorm as tg; from threadpoolctl import threadpool_info as info\n"
+            "blas = [i for i in info() if i['user_api'] == 'blas']\n"
+            "tg.device('cpu').backend._threads()\n"
+            "print([i['num_threads'] for i in info() if i['user_api'] == 'blas'] if blas else 'none')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "none" or set(eval(out)) == {1}, out
