@@ -1,16 +1,21 @@
 """Compiled CPU kernels for the hot paths that NumPy can only spell as many passes over memory.
 
-Each kernel is a plain loop over the maths, compiled by Numba, run on ranges of statistics
-spread over the cores by the backend's thread pool. They read like the formulas in docs/normalization.md: statistics, then x_hat, then
-the closed-form gradient, one channel at a time, so a channel's data is read from memory once
-and revisited from cache. Statistics are accumulated in float64 whatever the input dtype.
+Each kernel is a plain loop over the maths, compiled by Numba, releasing the GIL, run on
+ranges [lo, hi) spread over the cores by the backend's thread pool:
+
+- standardization (batch norm and its kin): statistics, then x_hat, then the closed-form
+  gradient, one channel at a time, as in docs/normalization.md, so a channel's data is read
+  from memory once and revisited from cache. Statistics accumulate in float64 whatever the
+  input dtype. Layout: a standardization over some axes is viewed as (P, S, Q), S statistics,
+  each over the P*Q elements x[:, s, :] (BatchNorm: (N, C, H*W); InstanceNorm: (1, N*C, H*W);
+  LayerNorm: (1, rows, normalized size));
+- sigmoid and its backward, one pass each;
+- average pooling over (N*C) planes, with the common 2x2 stride-2 case written out;
+- convolution: im2col, the GEMMs (NumPy's BLAS) and col2im for a cache-sized chunk of samples
+  at a time.
 
 The NumPy backend uses them when Numba imports (``NumpyBackend.kernels``); without Numba, or
 with TINYGRADNORM_JIT=0, every op falls back to its NumPy code, which the tests check against.
-
-Layout. A standardization over some axes is viewed as an array (P, S, Q): S statistics, each
-over the P*Q elements x[:, s, :] (BatchNorm: (N, C, H*W); InstanceNorm: (1, N*C, H*W);
-LayerNorm: (1, rows, normalized size)).
 """
 import math
 import sys
@@ -86,7 +91,8 @@ def _standardize_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat,
 class CpuKernels:
     """The compiled kernels, called with C-contiguous float32 or float64 arrays.
 
-    Each kernel works on a range [lo, hi) of statistics and releases the GIL, so ``split``
+    Each kernel works on a range [lo, hi) (of statistics, elements, planes or samples) and
+    releases the GIL, so ``split``
     (the backend's ``parallel_range``) runs the ranges on the backend's own threads: one pool
     for NumPy work and kernels alike, and no second pool spinning against it.
     """
