@@ -5,6 +5,7 @@ Each is checked against the NumPy code it replaces (which the rest of the suite 
 PyTorch and finite differences), against PyTorch in float32, and with its work cut into many
 pieces, so that the code joining pieces (chunks, threads) is exercised at test sizes too.
 """
+import os
 import subprocess
 import sys
 
@@ -56,11 +57,12 @@ def test_float32_sigmoid_is_accurate_over_the_whole_range():
     assert y[np.argmax(x)] == 1 and y[np.argmin(x)] == 0
 
 
-@needs_kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sigmoid_of_inf_and_nan(dtype):
-    y = KERNELS.sigmoid_forward(np.array([np.inf, -np.inf, np.nan], dtype=dtype))
-    assert y[0] == 1 and y[1] == 0 and np.isnan(y[2])
+@pytest.mark.usefixtures("cpu_path")
+def test_sigmoid_of_inf_nan_and_far_tails(dtype):
+    y = tg.tensor(np.array([np.inf, -np.inf, np.nan, -80.0, 80.0], dtype=dtype)).sigmoid().numpy()
+    assert y[0] == 1 and y[1] == 0 and np.isnan(y[2]) and y[4] == 1
+    np.testing.assert_allclose(y[3], np.exp(-80.0), rtol=1e-6)      # no cancellation for x << 0
 
 
 @pytest.mark.usefixtures("cpu_path")
@@ -176,6 +178,7 @@ def test_small_arrays_bypass_the_recycler():
 def test_split_matmul_matches_numpy(monkeypatch, shape):
     from tinygradnorm.backend import numpy_backend
     monkeypatch.setattr(numpy_backend, "_SPLIT_MATMUL_MACS", 0)
+    monkeypatch.setattr(BACKEND, "split_matmul", True)
     m, k, n = shape
     a, b = R.standard_normal((m, k)), R.standard_normal((k, n))
     np.testing.assert_array_equal(BACKEND.matmul(a, b), a @ b)
@@ -184,15 +187,19 @@ def test_split_matmul_matches_numpy(monkeypatch, shape):
 def test_linear_with_split_matmul_gradchecks(monkeypatch):
     from tinygradnorm.backend import numpy_backend
     monkeypatch.setattr(numpy_backend, "_SPLIT_MATMUL_MACS", 0)
+    monkeypatch.setattr(BACKEND, "split_matmul", True)
     x, w, b = leaf(R.standard_normal((6, 5))), leaf(R.standard_normal((4, 5))), leaf(R.standard_normal(4))
     assert tg.gradcheck(F.linear, (x, w, b))
 
 
-def test_starting_the_pool_puts_blas_on_one_thread():
+@pytest.mark.parametrize("jit", ["1", "0"])
+def test_the_compiled_kernels_put_blas_on_one_thread_and_only_they_do(jit):
     pytest.importorskip("threadpoolctl")
     code = ("import tinygradnorm as tg; from threadpoolctl import threadpool_info as info\n"
-            "blas = [i for i in info() if i['user_api'] == 'blas']\n"
-            "tg.device('cpu').backend._threads()\n"
-            "print([i['num_threads'] for i in info() if i['user_api'] == 'blas'] if blas else 'none')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "none" or set(eval(out)) == {1}, out
+            "backend = tg.device('cpu').backend; backend.kernels\n"
+            "print(sorted({i['num_threads'] for i in info() if i['user_api'] == 'blas'}), backend.split_matmul)")
+    env = {**os.environ, "TINYGRADNORM_JIT": jit, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    if jit == "1" and KERNELS is None:
+        pytest.skip("no compiled CPU kernels")
+    assert out.split() == (["[1]", "True"] if jit == "1" else ["[2]", "False"]), out

@@ -11,12 +11,12 @@ _SPLIT_MATMUL_MACS = 1 << 25
 
 
 def _limit_blas_threads():
-    """One thread per BLAS call; a no-op where threadpoolctl is missing or finds no BLAS."""
+    """One thread per BLAS call. False where threadpoolctl is missing or finds no BLAS to limit."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return
-    threadpool_limits(1, user_api="blas")
+        return False
+    return bool(threadpool_limits(1, user_api="blas").get_original_num_threads().get("blas"))
 
 
 class NumpyBackend:
@@ -31,6 +31,7 @@ class NumpyBackend:
         self._pool = None
         self._kernels = _UNSET
         self.kernels_missing = ""
+        self.split_matmul = False          # True once BLAS runs one thread per call (see kernels)
 
     @property
     def kernels(self):
@@ -47,6 +48,12 @@ class NumpyBackend:
                     self.kernels_missing = f"Numba could not be imported ({e}); pip install numba"
                 else:
                     self._kernels = CpuKernels(self.parallel_range)
+                    # NOTE: the kernels call BLAS from the pool's threads, and BLAS's own threads, which
+                    # spin for a while after each call, would fight them for the same cores (measured:
+                    # a LeNet training step took 30 ms with both, 19 ms with BLAS on one thread). So from
+                    # here on BLAS gets one thread per call, for the whole process, and matmul splits
+                    # large products over the pool instead.
+                    self.split_matmul = _limit_blas_threads()
         return self._kernels
 
     def available(self):
@@ -112,24 +119,18 @@ class NumpyBackend:
             f.result()
 
     def matmul(self, a, b):
-        """a @ b. A large 2-D product is split by rows of a over the thread pool, each piece one
-        single-threaded BLAS call (see _threads: BLAS gets one thread once the pool runs)."""
-        if a.ndim != 2 or b.ndim != 2 or a.shape[0] * a.shape[1] * b.shape[1] < _SPLIT_MATMUL_MACS:
+        """a @ b. Once BLAS runs one thread per call (see kernels), a large 2-D product is split by
+        rows of a over the thread pool instead, each piece one BLAS call."""
+        if (not self.split_matmul or a.ndim != 2 or b.ndim != 2
+                or a.shape[0] * a.shape[1] * b.shape[1] < _SPLIT_MATMUL_MACS):
             return a @ b
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
         self.parallel_range(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), a.shape[0], 0, min_bytes=0)
         return out
 
     def _threads(self):
-        """The one thread pool that parallel, parallel_range and matmul share, started on first use.
-
-        Starting it also limits the BLAS library NumPy calls (OpenBLAS, MKL) to one thread per
-        call, for the whole process: our threads call BLAS themselves, and BLAS's own threads,
-        which spin for a while after each call, would otherwise fight them for the same cores
-        (measured: a LeNet training step took 30 ms with both, 19 ms with BLAS on one thread).
-        """
+        """The one thread pool that parallel, parallel_range and matmul share, started on first use."""
         if self._pool is None:
-            _limit_blas_threads()
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
         return self._pool
 

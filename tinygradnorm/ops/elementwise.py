@@ -201,11 +201,19 @@ class Sigmoid(Function):
         if self.kernels is not None:
             self.out = self.kernels.sigmoid_forward(xp.ascontiguousarray(x))
             return self.out
-        # NOTE: with t = exp(-|x|) <= 1 nothing overflows, and t/(1+t) keeps full relative accuracy
-        # for x << 0 (0.5*tanh(x/2) + 0.5 would lose it to cancellation).
-        t = xp.exp(-xp.abs(x))
-        self.out = xp.where(x >= 0, 1, t) / (1 + t)
-        return self.out
+        # NOTE: y = exp(min(x, 0)) / (1 + exp(-|x|)): 1/(1+t) for x >= 0 and t/(1+t) for x < 0, with
+        # t = exp(-|x|) <= 1. Nothing overflows, and for x << 0 the result keeps its full relative
+        # accuracy (0.5*tanh(x/2) + 0.5 would lose it to cancellation). A second exp costs less than
+        # xp.where would.
+        t = xp.abs(x)
+        xp.negative(t, out=t)
+        xp.exp(t, out=t)
+        t += 1
+        y = xp.minimum(x, 0)
+        xp.exp(y, out=y)
+        y /= t
+        self.out = y
+        return y
 
     def backward(self, g):
         if self.kernels is not None:
