@@ -65,16 +65,21 @@ def test_sigmoid_of_inf_nan_and_far_tails(dtype):
     np.testing.assert_allclose(y[3], np.exp(-80.0), rtol=1e-6)      # no cancellation for x << 0
 
 
+def _float32_matches_torch(torch, a, ours_fn, theirs_fn, rtol, atol):
+    """ours_fn on a tinygradnorm tensor against theirs_fn on a torch one: outputs and input gradients."""
+    ours, theirs = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, ty = ours_fn(ours), theirs_fn(theirs)
+    gy = R.standard_normal(y.shape).astype(np.float32)
+    y.backward(tg.tensor(gy))
+    ty.backward(torch.tensor(gy))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=5 * rtol, atol=atol)
+
+
 @pytest.mark.usefixtures("cpu_path")
 def test_float32_sigmoid_matches_torch(torch):
     a = (R.standard_normal((4, 3, 33)) * 6).astype(np.float32)
-    ours, theirs = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
-    y, ty = ours.sigmoid(), theirs.sigmoid()
-    gy = R.standard_normal(a.shape).astype(np.float32)
-    y.backward(tg.tensor(gy))
-    ty.backward(torch.tensor(gy))
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=2e-7, atol=1e-30)
-    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6, atol=1e-30)
+    _float32_matches_torch(torch, a, lambda t: t.sigmoid(), lambda t: t.sigmoid(), rtol=2e-7, atol=1e-30)
 
 
 @needs_kernels
@@ -92,13 +97,8 @@ POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(ker
 @pytest.mark.usefixtures("cpu_path")
 def test_float32_avg_pool_matches_torch(torch, kw, hw):
     a = R.standard_normal((3, 4, *hw)).astype(np.float32)
-    ours, theirs = tg.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
-    y, ty = F.avg_pool2d(ours, **kw), torch.nn.functional.avg_pool2d(theirs, **kw)
-    gy = R.standard_normal(y.shape).astype(np.float32)
-    y.backward(tg.tensor(gy))
-    ty.backward(torch.tensor(gy))
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-6, atol=1e-6)
+    _float32_matches_torch(torch, a, lambda t: F.avg_pool2d(t, **kw), lambda t: torch.nn.functional.avg_pool2d(t, **kw),
+                           rtol=1e-6, atol=1e-6)
 
 
 @needs_kernels

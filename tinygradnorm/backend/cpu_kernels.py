@@ -151,25 +151,25 @@ class CpuKernels:
         """The mean over each window of x (N, C, H, W), padding counted as zeros: y (N, C, OH, OW)."""
         n, c, h, w = x.shape
         y = self.empty((n, c, *out_hw), x.dtype)
-        planes, out = x.reshape(n * c, h, w), y.reshape(n * c, *out_hw)
-        if _is_2x2(kernel, stride, padding):
-            run = lambda lo, hi: _avg_pool_2x2_forward(planes, out, lo, hi)         # noqa: E731
-        else:
-            run = lambda lo, hi: _avg_pool_forward(planes, out, *kernel, *stride, *padding, lo, hi)   # noqa: E731
-        self.split(run, n * c, x.nbytes)
+        self._over_planes(_avg_pool_2x2_forward, _avg_pool_forward, x.reshape(n * c, h, w),
+                          y.reshape(n * c, *out_hw), kernel, stride, padding)
         return y
 
     def avg_pool2d_backward(self, gy, x_shape, kernel, stride, padding):
         """gx (N, C, H, W) of avg_pool2d_forward: each window's gradient, shared out over its elements."""
         n, c, h, w = x_shape
         gx = self.empty(x_shape, gy.dtype)
-        g, out = gy.reshape(n * c, *gy.shape[2:]), gx.reshape(n * c, h, w)
-        if _is_2x2(kernel, stride, padding):
-            run = lambda lo, hi: _avg_pool_2x2_backward(g, out, lo, hi)             # noqa: E731
-        else:
-            run = lambda lo, hi: _avg_pool_backward(g, out, *kernel, *stride, *padding, lo, hi)   # noqa: E731
-        self.split(run, n * c, gx.nbytes)
+        self._over_planes(_avg_pool_2x2_backward, _avg_pool_backward, gy.reshape(n * c, *gy.shape[2:]),
+                          gx.reshape(n * c, h, w), kernel, stride, padding)
         return gx
+
+    def _over_planes(self, kernel_2x2, kernel_any, src, dst, kernel, stride, padding):
+        """Run a pooling kernel from src to dst, (planes, H, W) each, with the planes split over the pool."""
+        if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0):
+            run = lambda lo, hi: kernel_2x2(src, dst, lo, hi)                              # noqa: E731
+        else:
+            run = lambda lo, hi: kernel_any(src, dst, *kernel, *stride, *padding, lo, hi)  # noqa: E731
+        self.split(run, src.shape[0], max(src.nbytes, dst.nbytes))
 
     # ---- convolution ----------------------------------------------------------------------
     # The batch is cut into chunks whose columns fit in a core's cache. For each chunk: im2col,
@@ -383,10 +383,6 @@ def _sigmoid_backward(y, gy, gx, lo, hi):
 
 
 # ---- average pooling over (planes, H, W), padding counted in the mean -----------------------
-def _is_2x2(kernel, stride, padding):
-    return tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
-
-
 # NOTE: the general kernels' window loops have trip counts known only at run time, which keeps
 # the compiler from vectorizing; the common 2x2, stride-2, unpadded case, written out, ran 10x faster.
 @njit(nogil=True, cache=True, fastmath=_FAST)
