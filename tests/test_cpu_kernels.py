@@ -190,6 +190,7 @@ def test_linear_with_split_matmul_gradchecks(monkeypatch):
     monkeypatch.setattr(BACKEND, "split_matmul", True)
     x, w, b = leaf(R.standard_normal((6, 5))), leaf(R.standard_normal((4, 5))), leaf(R.standard_normal(4))
     assert tg.gradcheck(F.linear, (x, w, b))
+    assert tg.gradcheck(lambda x, w: x @ w.T, (x, w))
 
 
 @pytest.mark.parametrize("jit", ["1", "0"])

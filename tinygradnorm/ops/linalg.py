@@ -9,7 +9,7 @@ class MatMul(Function):
         return self.backend.matmul(a, b)
 
     def backward(self, g):
-        a, b = self.a, self.b
+        a, b, mm = self.a, self.b, self.backend.matmul
         # NOTE: treat a 1-D operand as a matrix (a row for a, a column for b), put the
         # dims it removed back into g, then use the 2-D rules and sum over broadcast batches.
         a2 = a[None, :] if a.ndim == 1 else a
@@ -20,9 +20,9 @@ class MatMul(Function):
             g = g[..., None, :]
         ga = gb = None
         if self.needs_input_grad[0]:
-            ga = sum_to(g @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+            ga = sum_to(mm(g, b2.swapaxes(-1, -2)), a2.shape).reshape(a.shape)
         if self.needs_input_grad[1]:
-            gb = sum_to(a2.swapaxes(-1, -2) @ g, b2.shape).reshape(b.shape)
+            gb = sum_to(mm(a2.swapaxes(-1, -2), g), b2.shape).reshape(b.shape)
         return ga, gb
 
 
