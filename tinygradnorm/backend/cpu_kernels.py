@@ -123,12 +123,12 @@ class CpuKernels:
     def scratch(self, name, shape, dtype):
         """A reusable array for a temporary that dies inside one op call (im2col's columns, say), one per
         name and thread. Reusing it spares a fresh allocation, and its page faults, on every call."""
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        nbytes = _nbytes(shape, dtype)
         buffers = self._scratch.__dict__
         buf = buffers.get(name)
         if buf is None or buf.nbytes < nbytes:
             buf = buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
-        return buf[:nbytes].view(dtype).reshape(shape)
+        return _view(buf, nbytes, shape, dtype)
 
     # ---- sigmoid and average pooling ----------------------------------------------------------
 
@@ -233,6 +233,15 @@ class CpuKernels:
             yield n0, n1, cols
 
 
+def _nbytes(shape, dtype):
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+def _view(block, nbytes, shape, dtype):
+    """The first nbytes of a uint8 block as an array of this shape and dtype (a view: it keeps block alive)."""
+    return block[:nbytes].view(dtype).reshape(shape)
+
+
 class _Recycler:
     """Hands out arrays whose memory is used again once no array refers to it any more.
 
@@ -253,7 +262,7 @@ class _Recycler:
 
     def empty(self, shape, dtype):
         """np.empty(shape, dtype), on recycled memory when the array is large."""
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        nbytes = _nbytes(shape, dtype)
         if nbytes < self.min_bytes:
             return np.empty(shape, dtype)
         with self._lock:
@@ -264,7 +273,7 @@ class _Recycler:
                 block = np.empty(nbytes, dtype=np.uint8)
                 self.blocks.setdefault(nbytes, []).append(block)
                 self.total += nbytes
-        return block.view(dtype).reshape(shape)
+        return _view(block, nbytes, shape, dtype)
 
     def _free_block(self, nbytes):
         for block in self.blocks.get(nbytes, ()):
