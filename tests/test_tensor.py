@@ -83,7 +83,7 @@ def test_setitem_and_inplace():
     t[1] = 5.0
     assert t.tolist() == [0.0, 5.0, 0.0]
     p = tg.zeros(3, requires_grad=True)
-    with pytest.raises(RuntimeError, match="in-place assignment"):
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
         p[0] = 1.0
     with tg.no_grad():
         p[0] = 1.0

@@ -1,6 +1,7 @@
 """tinygradnorm: a small autograd engine for learning, checking and using backprop through normalization layers."""
 from . import autograd  # noqa: F401  (first: the Tensor module needs Function)
-from .autograd import no_grad, enable_grad, is_grad_enabled
+from .autograd import (no_grad, enable_grad, set_grad_enabled, inference_mode, is_grad_enabled,
+                       is_inference_mode_enabled)
 from .backend import device, default_device, manual_seed, cuda_available
 from .dtypes import float16, float32, float64, int32, int64, uint8, bool_ as bool  # noqa: A001
 from .tensor import Tensor
@@ -11,6 +12,7 @@ from .ops import (exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, maximum, mini
                   transpose, flatten, squeeze, unsqueeze, broadcast_to, pad, cat, stack, matmul)
 from .gradcheck import gradcheck, GradcheckError
 from .serialization import save, load, get_rng_state, set_rng_state
+from . import nn, optim  # noqa: E402,F401  (tg.nn.Linear, tg.optim.SGD, as in PyTorch)
 
 clamp = clip
 __version__ = "0.1.0"

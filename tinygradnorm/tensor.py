@@ -1,4 +1,6 @@
 """Tensor: an array on a device, plus what autograd needs (requires_grad, grad, the op that made it)."""
+import copy
+
 from . import autograd
 from .backend import Device, default_device, device as as_device, device_of_array, is_array, transfer
 from .dtypes import as_dtype, float32, float64, int64, is_floating
@@ -7,7 +9,7 @@ from .dtypes import as_dtype, float32, float64, int64, is_floating
 class Tensor:
     """An n-dimensional array with reverse-mode autograd, in PyTorch's image."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_device", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_device", "_vc", "_base", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -30,11 +32,14 @@ class Tensor:
             arr = transfer(data, src, dev)
         if dtype is not None and arr.dtype != dtype:
             arr = arr.astype(dtype)
+        elif not arr.flags.writeable:
+            arr = arr.copy()  # NOTE: a read-only array (np.broadcast_to, say) could never be updated in place
         self.data = arr
         self._device = dev
         self.grad = None
         self._ctx = None
-        self._retains_grad = False
+        self._vc = autograd.new_version()
+        self._base = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -44,7 +49,7 @@ class Tensor:
         """Fast constructor for op outputs: no conversion, no checks."""
         t = object.__new__(cls)
         t.data, t._device, t.requires_grad, t._ctx = data, device, requires_grad, ctx
-        t.grad, t._retains_grad = None, False
+        t.grad, t._vc, t._base = None, autograd.new_version(), None
         return t
 
     # ---- attributes -------------------------------------------------------------
@@ -75,6 +80,21 @@ class Tensor:
     @property
     def grad_fn(self):
         return self._ctx
+
+    @property
+    def _version(self):
+        """How many in-place ops have changed this tensor's memory (shared with its views)."""
+        if self._vc is None:
+            raise RuntimeError("Inference tensors do not track version counter.")
+        return self._vc.value
+
+    def is_inference(self):
+        """True for a tensor made under inference_mode."""
+        return self._vc is None
+
+    @property
+    def retains_grad(self):
+        return self._ctx is not None and self._ctx.retained is not None and self._ctx.retained() is self
 
     @property
     def xp(self):
@@ -165,8 +185,10 @@ class Tensor:
         return self
 
     def detach(self):
-        """The same values, cut from the graph."""
-        return Tensor._wrap(self.data, self._device, False, None)
+        """The same values (the same memory and version counter), cut from the graph."""
+        t = Tensor._wrap(self.data, self._device, False, None)
+        t._vc = self._vc
+        return t
 
     def clone(self):
         return ops.clone(self)
@@ -174,7 +196,9 @@ class Tensor:
     def retain_grad(self):
         """Keep .grad on this non-leaf tensor after backward."""
         if self._ctx is not None:
-            self._retains_grad = True
+            autograd.retain(self)
+        elif not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
 
     def backward(self, gradient=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf's .grad, weighted by ``gradient``."""
@@ -194,27 +218,40 @@ class Tensor:
             grad = grad.astype(self.dtype, copy=False)
         autograd.backward(self, grad, retain_graph=retain_graph)
 
-    def zero_(self):
-        """Fill with zeros in place (no graph)."""
-        self.data[...] = 0
-        return self
+    # ---- in place (see ops/inplace.py for the rules that keep gradients honest) --------
+    def add_(self, other, *, alpha=1): return inplace.add_(self, other, alpha)
+    def sub_(self, other, *, alpha=1): return inplace.sub_(self, other, alpha)
+    def mul_(self, other): return inplace.mul_(self, other)
+    def div_(self, other): return inplace.div_(self, other)
+    def clamp_(self, min=None, max=None): return inplace.clamp_(self, min, max)
+    clip_ = clamp_
+    def zero_(self): return inplace.fill_(self, 0, "zero_")
+    def fill_(self, value): return inplace.fill_(self, value)
+    def copy_(self, src): return inplace.copy_(self, src)
+    def normal_(self, mean=0.0, std=1.0): return inplace.normal_(self, mean, std)
+    def uniform_(self, from_=0.0, to=1.0): return inplace.uniform_(self, from_, to)
+    def __iadd__(self, other): return inplace.add_(self, other, 1)
+    def __isub__(self, other): return inplace.sub_(self, other, 1)
+    def __imul__(self, other): return inplace.mul_(self, other)
+    def __itruediv__(self, other): return inplace.div_(self, other)
+    def __setitem__(self, index, value): inplace.setitem_(self, index, value)
 
-    def fill_(self, value):
-        self.data[...] = value
-        return self
+    # ---- copying and pickling -----------------------------------------------------
+    def __reduce_ex__(self, protocol):
+        # NOTE: the device is stored by name and the graph is not stored: a non-leaf comes back as a
+        # leaf with its requires_grad, as in PyTorch. Nothing thread-local or pooled is reachable.
+        return _rebuild, (type(self), self.data, str(self._device), self.requires_grad)
 
-    def copy_(self, other):
-        """Copy values from ``other`` in place, keeping this tensor's dtype and device."""
-        src = other.data if isinstance(other, Tensor) else other
-        self.data[...] = self._device.backend.asarray(src, dtype=self.dtype)
-        return self
-
-    def __setitem__(self, index, value):
-        if self.requires_grad and autograd.is_grad_enabled():
-            raise RuntimeError("in-place assignment to a tensor that requires grad is not supported; "
-                               "wrap it in `with tinygradnorm.no_grad():` or assign into .data")
-        value = value.data if isinstance(value, Tensor) else value
-        self.data[ops.raw_index(index, self._device)] = value
+    def __deepcopy__(self, memo):
+        if self._ctx is not None:
+            raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) support the deepcopy "
+                               f"protocol at the moment (got a non-leaf of shape {tuple(self.shape)} made by "
+                               f"{type(self._ctx).__name__}); deepcopy t.detach() instead")
+        t = _rebuild(type(self), copy.deepcopy(self.data, memo), str(self._device), self.requires_grad)
+        memo[id(self)] = t
+        if self.grad is not None:
+            t.grad = copy.deepcopy(self.grad, memo)
+        return t
 
     # ---- printing ---------------------------------------------------------------
     def __repr__(self):
@@ -318,4 +355,10 @@ class Tensor:
     def contiguous(self): return self
 
 
+def _rebuild(cls, data, device_name, requires_grad):
+    t = cls._wrap(data, as_device(device_name), requires_grad, None)
+    return t
+
+
 from . import ops  # noqa: E402  (the ops need Tensor defined first)
+from .ops import inplace  # noqa: E402

@@ -4,6 +4,7 @@ Only this package knows which array library is underneath. Everything else asks 
 tensor for its device and uses ``device.backend.xp``.
 """
 import os
+import threading
 
 from .numpy_backend import NumpyBackend
 from .cupy_backend import CupyBackend
@@ -12,6 +13,7 @@ __all__ = ["Device", "device", "default_device", "manual_seed", "cuda_available"
 
 _NUMPY = NumpyBackend()
 _DEVICES = {}
+_DEVICES_LOCK = threading.Lock()
 _SEED = [None]
 
 
@@ -40,6 +42,11 @@ class Device:
     def __hash__(self):
         return hash(str(self))
 
+    def __reduce__(self):
+        # NOTE: a device pickles (and deep-copies) as its name, so that nothing the backend holds
+        # (thread pools, per-thread scratch arrays) is reachable from a pickled tensor.
+        return device, (str(self),)
+
 
 def _parse(name):
     if isinstance(name, Device):
@@ -63,10 +70,13 @@ def device(name):
     key = _parse(name)
     dev = _DEVICES.get(key)
     if dev is None:
-        backend = _NUMPY if key[0] == "cpu" else CupyBackend(key[1])
-        if key[0] == "cuda" and _SEED[0] is not None:
-            backend._pending_seed = _SEED[0]
-        dev = _DEVICES[key] = Device(key[0], key[1], backend)
+        with _DEVICES_LOCK:                 # two threads asking at once must get the same Device
+            dev = _DEVICES.get(key)
+            if dev is None:
+                backend = _NUMPY if key[0] == "cpu" else CupyBackend(key[1])
+                if key[0] == "cuda" and _SEED[0] is not None:
+                    backend._pending_seed = _SEED[0]
+                dev = _DEVICES[key] = Device(key[0], key[1], backend)
     if dev.type == "cuda" and dev.backend._xp is None:
         _ = dev.backend.xp  # raises a clear error when CuPy or the GPU is missing
         pending = getattr(dev.backend, "_pending_seed", None)

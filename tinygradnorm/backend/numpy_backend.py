@@ -1,5 +1,6 @@
 """The CPU backend: NumPy arrays."""
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -29,6 +30,7 @@ class NumpyBackend:
         self.rng = np.random.default_rng()
         self.threads = int(os.environ.get("TINYGRADNORM_NUM_THREADS") or os.cpu_count() or 1)
         self._pool = None
+        self._lock = threading.Lock()       # the pool and the kernels start once, whichever thread asks first
         self._kernels = _UNSET
         self.kernels_missing = ""
         self.split_matmul = False          # True once BLAS runs one thread per call (see kernels)
@@ -38,23 +40,29 @@ class NumpyBackend:
         """The compiled kernels of cpu_kernels.py, or None without Numba or with TINYGRADNORM_JIT=0
         (``kernels_missing`` then says why). Ops fall back to their NumPy code when it is None."""
         if self._kernels is _UNSET:
-            self._kernels = None
-            if os.environ.get("TINYGRADNORM_JIT", "1").strip() == "0":
-                self.kernels_missing = "TINYGRADNORM_JIT=0"
-            else:
-                try:
-                    from .cpu_kernels import CpuKernels
-                except ImportError as e:
-                    self.kernels_missing = f"Numba could not be imported ({e}); pip install numba"
-                else:
-                    self._kernels = CpuKernels(self.parallel_range)
-                    # NOTE: the kernels call BLAS from the pool's threads, and BLAS's own threads, which
-                    # spin for a while after each call, would fight them for the same cores (measured:
-                    # a LeNet training step took 30 ms with both, 19 ms with BLAS on one thread). So from
-                    # here on BLAS gets one thread per call, for the whole process, and matmul splits
-                    # large products over the pool instead.
-                    self.split_matmul = _limit_blas_threads()
+            with self._lock:
+                if self._kernels is _UNSET:
+                    self._start_kernels()
         return self._kernels
+
+    def _start_kernels(self):
+        kernels = None
+        if os.environ.get("TINYGRADNORM_JIT", "1").strip() == "0":
+            self.kernels_missing = "TINYGRADNORM_JIT=0"
+        else:
+            try:
+                from .cpu_kernels import CpuKernels
+            except ImportError as e:
+                self.kernels_missing = f"Numba could not be imported ({e}); pip install numba"
+            else:
+                kernels = CpuKernels(self.parallel_range)
+                # NOTE: the kernels call BLAS from the pool's threads, and BLAS's own threads, which
+                # spin for a while after each call, would fight them for the same cores (measured:
+                # a LeNet training step took 30 ms with both, 19 ms with BLAS on one thread). So from
+                # here on BLAS gets one thread per call, for the whole process, and matmul splits
+                # large products over the pool instead.
+                self.split_matmul = _limit_blas_threads()
+        self._kernels = kernels
 
     def available(self):
         return True, ""
@@ -131,7 +139,9 @@ class NumpyBackend:
     def _threads(self):
         """The one thread pool that parallel, parallel_range and matmul share, started on first use."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tinygradnorm")
         return self._pool
 
     def seed(self, seed):

@@ -41,22 +41,17 @@ def _fan(tensor, mode):
 
 @no_grad()
 def uniform_(tensor, a=0.0, b=1.0):
-    rng = tensor.device.backend.rng
-    tensor.data[...] = rng.uniform(a, b, tensor.shape).astype(tensor.dtype)
-    return tensor
+    return tensor.uniform_(a, b)
 
 
 @no_grad()
 def normal_(tensor, mean=0.0, std=1.0):
-    rng = tensor.device.backend.rng
-    tensor.data[...] = (rng.standard_normal(tensor.shape) * std + mean).astype(tensor.dtype)
-    return tensor
+    return tensor.normal_(mean, std)
 
 
 @no_grad()
 def constant_(tensor, val):
-    tensor.data[...] = val
-    return tensor
+    return tensor.fill_(val)
 
 
 def zeros_(tensor):

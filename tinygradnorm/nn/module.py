@@ -246,8 +246,9 @@ class Module:
             for k, target in own.items():
                 if k in state_dict:
                     value = state_dict[k]
-                    value = value.numpy() if isinstance(value, Tensor) else value
-                    target.data[...] = target.device.backend.asarray(value, dtype=target.dtype)
+                    if not isinstance(value, Tensor):
+                        value = Tensor(target.device.backend.asarray(value), device=target.device)
+                    target.copy_(value)
         return missing, unexpected
 
     # ---- calling and printing ---------------------------------------------------

@@ -3,6 +3,6 @@ from .elementwise import (add, sub, mul, div, pow, neg, maximum, minimum, where,
                           tanh, sigmoid, relu, clip, eq, ne, lt, le, gt, ge)
 from .reduce import (sum, mean, var, max, min, amax, amin, argmax, argmin, logsumexp, log_softmax, softmax)
 from .movement import (reshape, permute, transpose, flatten, squeeze, unsqueeze, broadcast_to, expand, pad, cat,
-                       stack, getitem, raw_index, to, clone)
+                       stack, getitem, index_key, to, clone)
 from .linalg import matmul
 from ._util import sum_to

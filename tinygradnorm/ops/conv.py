@@ -86,8 +86,9 @@ class Conv2d(Function):
         needs = self.needs_input_grad
         need_gb = len(needs) > 2 and needs[2]
         if self.kernels is not None:
-            return self.kernels.conv2d_backward(self.x, xp.ascontiguousarray(w), gy, stride, (ph, pw), dilation,
-                                                needs[0], needs[1], need_gb)
+            grads = self.kernels.conv2d_backward(self.x, xp.ascontiguousarray(w), gy, stride, (ph, pw), dilation,
+                                                 needs[0], needs[1], need_gb)
+            return grads[:len(needs)]
         gy2 = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(o, n * oh * ow)
         gx = gw = gb = None
         if needs[0]:                                                      # col2im
@@ -101,7 +102,7 @@ class Conv2d(Function):
             gw = (gy2 @ self.cols.T).reshape(w.shape)
         if need_gb:
             gb = gy2.sum(axis=1)
-        return gx, gw, gb
+        return (gx, gw, gb)[:len(needs)]
 
 
 class AvgPool2d(Function):

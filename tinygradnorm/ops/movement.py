@@ -1,11 +1,13 @@
 """Movement ops: they change how values are laid out, never the values themselves."""
-from ..autograd import Function, is_grad_enabled
+from ..autograd import Function, is_grad_enabled, is_inference_mode_enabled
 from ..backend import transfer
 from ..tensor import Tensor
 from ._util import dim_index, sum_to
 
 
 class Reshape(Function):
+    is_view = True
+
     def forward(self, x, shape):
         self.in_shape = x.shape
         return x.reshape(shape)
@@ -15,6 +17,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    is_view = True
+
     def forward(self, x, dims):
         self.inverse = tuple(sorted(range(len(dims)), key=dims.__getitem__))
         return x.transpose(dims)
@@ -24,6 +28,8 @@ class Permute(Function):
 
 
 class Expand(Function):
+    is_view = True
+
     def forward(self, x, shape):
         self.in_shape = x.shape
         return self.xp.broadcast_to(x, shape)
@@ -57,18 +63,57 @@ class Cat(Function):
 
 
 class GetItem(Function):
-    def forward(self, x, index, advanced):
-        self.in_shape, self.index, self.advanced = x.shape, index, advanced
-        return x[index]
+    """x[key], where key is (select, rest) from ``index_key``; basic indexing gives a view."""
+
+    is_view = True
+
+    def forward(self, x, key, advanced):
+        self.in_shape, self.key, self.advanced = x.shape, key, advanced
+        return take(x, key)
 
     def backward(self, g):
         gx = self.xp.zeros(self.in_shape, dtype=g.dtype)
+        select, rest = self.key
+        target = gx[select] if select is not None else gx
         if self.advanced:
             # NOTE: integer-array indices may repeat; scatter-add accumulates each repeat.
-            self.backend.scatter_add(gx, self.index, g)
+            self.backend.scatter_add(target, rest, g)
         else:
-            gx[self.index] = g
+            target[rest] = g
         return gx
+
+
+class SetItem(Function):
+    """out = x with out[key] = value (broadcast); x's gradient is zero where the key wrote."""
+
+    def forward(self, x, value, key):
+        self.key, self.value_shape = key, value.shape
+        out = x.copy()
+        put(out, key, value)
+        return out
+
+    def backward(self, g):
+        gx = gv = None
+        if self.needs_input_grad[0]:
+            gx = g.copy()
+            put(gx, self.key, 0)
+        if self.needs_input_grad[1]:
+            gv = take(g, self.key)
+            extra = len(self.value_shape) - gv.ndim       # a value may carry extra leading 1s
+            gv = sum_to(gv, self.value_shape[extra:]).reshape(self.value_shape)
+        return gx, gv
+
+
+def take(a, key):
+    """a[key] for a key from ``index_key``."""
+    select, rest = key
+    return (a[select] if select is not None else a)[rest]
+
+
+def put(a, key, value):
+    """a[key] = value for a key from ``index_key``."""
+    select, rest = key
+    (a[select] if select is not None else a)[rest] = value
 
 
 class To(Function):
@@ -81,12 +126,13 @@ class To(Function):
             data = data.astype(dtype)
         elif data is x.data:
             data = data.copy()
-        if not (x.requires_grad and data.dtype.kind == "f" and is_grad_enabled()):
-            return Tensor._wrap(data, device, False, None)
-        fn = cls()
-        fn.parents, fn.needs_input_grad, fn.freed = (x,), (True,), False
-        fn.src_device, fn.src_dtype, fn.out_device = x.device, x.dtype, device
-        return Tensor._wrap(data, device, True, fn)
+        out = Tensor._wrap(data, device, False, None)
+        if x.requires_grad and data.dtype.kind == "f" and is_grad_enabled() and not is_inference_mode_enabled():
+            fn = cls()
+            fn.backend, fn.xp, fn.needs_input_grad = x.device.backend, x.device.backend.xp, (True,)
+            fn.src_device, fn.src_dtype, fn.out_device = x.device, x.dtype, device
+            fn.link((x,), out)
+        return out
 
     def backward(self, g):
         return transfer(g, self.out_device, self.src_device).astype(self.src_dtype, copy=False)
@@ -223,8 +269,15 @@ def stack(tensors, dim=0):
     return cat([unsqueeze(t, d) for t in tensors], d)
 
 
-def raw_index(index, device):
-    """An index with Tensors replaced by their arrays (bool masks by the integer indices they select)."""
+def index_key(index, device):
+    """An index as (select, rest): NumPy indices that, applied one after the other, follow PyTorch's rules.
+
+    Tensors become their arrays and bool masks the integer indices they select. PyTorch applies
+    integer indices (and 0-d integer tensors) first, as selections, and only then places the
+    advanced (array) indices among the dims that remain; NumPy counts integers among the advanced
+    indices, which moves the result's dims. So when both kinds appear, ``select`` holds the
+    integers (with full slices elsewhere) and ``rest`` everything else; otherwise select is None.
+    """
     parts = index if isinstance(index, tuple) else (index,)
     out = []
     for p in parts:
@@ -235,21 +288,27 @@ def raw_index(index, device):
             p = p.data
         elif isinstance(p, list):
             p = device.backend.asarray(p)
-        if hasattr(p, "dtype") and getattr(p, "ndim", 0) > 0:
-            if p.dtype.kind == "b":
+        if hasattr(p, "dtype") and hasattr(p, "ndim"):
+            if p.dtype.kind == "b" and p.ndim > 0:
                 out.extend(p.nonzero())
                 continue
-            if p.dtype.kind not in "iu":
+            if p.dtype.kind not in "iub":
                 raise IndexError(f"tensors used as indices must be long, int or bool tensors (got dtype {p.dtype})")
+            if p.ndim == 0 and p.dtype.kind in "iu":
+                p = int(p)                                   # a 0-d integer tensor selects, like an int
         out.append(p)
-    return tuple(out)
+    is_int = [isinstance(p, int) and not isinstance(p, bool) for p in out]
+    if not any(is_int) or not any(getattr(p, "ndim", 0) > 0 for p in out):
+        return None, tuple(out)
+    select = tuple(p if i else (p if p is Ellipsis else slice(None)) for p, i in zip(out, is_int) if p is not None)
+    return select, tuple(p for p, i in zip(out, is_int) if not i)
 
 
 def getitem(x, index):
-    idx = raw_index(index, x.device)
-    advanced = any(getattr(p, "ndim", 0) > 0 for p in idx)
+    key = index_key(index, x.device)
+    advanced = any(getattr(p, "ndim", 0) > 0 for p in key[1])
     try:
-        return GetItem.apply(x, index=idx, advanced=advanced)
+        return GetItem.apply(x, key=key, advanced=advanced)
     except IndexError as e:
         raise IndexError(f"index {index!r} is invalid for a tensor of shape {tuple(x.shape)}: {e}") from None
 

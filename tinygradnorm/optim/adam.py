@@ -37,7 +37,7 @@ class Adam(Optimizer):
             step = state["step"]
             if wd != 0:
                 if self.decoupled:
-                    p.data *= 1 - lr * wd
+                    p.mul_(1 - lr * wd)
                 else:
                     grad = grad + wd * p.data
             exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
@@ -52,7 +52,7 @@ class Adam(Optimizer):
             else:
                 second = exp_avg_sq
             denom = xp.sqrt(second) / bias_correction2_sqrt + eps
-            p.data -= (lr / bias_correction1) * exp_avg / denom
+            p.sub_(exp_avg / denom, alpha=lr / bias_correction1)
 
 
 class AdamW(Adam):

@@ -33,4 +33,4 @@ class SGD(Optimizer):
                     buf *= momentum
                     buf += (1 - group["dampening"]) * d_p
                 d_p = d_p + momentum * buf if group["nesterov"] else buf
-            p.data -= lr * d_p
+            p.sub_(d_p, alpha=lr)

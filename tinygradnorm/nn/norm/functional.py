@@ -63,9 +63,7 @@ def _frozen(impl, x, weight, bias, mean, var, eps):
 def _update_running(running, batch, momentum):
     """running = (1 - momentum) * running + momentum * batch, in place and outside the graph."""
     with no_grad():
-        data = running.data
-        data *= 1 - momentum
-        data += momentum * batch.astype(data.dtype, copy=False)
+        running.mul_(1 - momentum).add_(batch.astype(running.dtype, copy=False), alpha=momentum)
 
 
 def _channel_shape(x):

@@ -1,6 +1,7 @@
 """Normalization modules with PyTorch's arguments, defaults, buffers, state_dict keys and errors."""
 import warnings
 
+from ...autograd import no_grad
 from ...creation import ones, tensor, zeros
 from ...dtypes import int64
 from ..module import Module, Parameter
@@ -63,18 +64,20 @@ class _NormBase(Module):
             self.register_buffer("running_var", None)
             self.register_buffer("num_batches_tracked", None)
 
+    @no_grad()
     def reset_running_stats(self):
         if self.track_running_stats:
             self.running_mean.zero_()
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
 
+    @no_grad()
     def reset_parameters(self):
         self.reset_running_stats()
         if self.weight is not None:
-            self.weight.data[...] = 1
+            self.weight.fill_(1)
         if self.bias is not None:
-            self.bias.data[...] = 0
+            self.bias.zero_()
 
     def _check_input_dim(self, input):
         dims = self._dims
@@ -97,7 +100,8 @@ class _BatchNorm(_NormBase):
                              f"at dim 1, got {channels} channels in input of shape {tuple(input.shape)}")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
+            with no_grad():
+                self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked.item())  # cumulative moving average
         # Eval uses the running statistics when they are tracked, else the batch's own.
