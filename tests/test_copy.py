@@ -65,3 +65,8 @@ def test_deepcopy_keeps_shared_parameters_shared():
     model = nn.Sequential(lin, lin)
     twin = copy.deepcopy(model)
     assert twin[0].weight is twin[1].weight and twin[0].weight is not lin.weight
+
+
+def test_a_device_pickles_as_its_name():
+    dev = tg.device("cpu")
+    assert pickle.loads(pickle.dumps(dev)) is dev and copy.deepcopy(dev) is dev
