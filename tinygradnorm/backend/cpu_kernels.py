@@ -176,20 +176,25 @@ class CpuKernels:
     # the GEMMs, then col2im, while the columns are still in cache. One sample's columns are
     # laid out (C*KH*KW, OH*OW), so W @ cols lands straight in y's (N, O, OH*OW) layout and gy
     # is read in its own: no transpose on the way in or out. The chunks split over the cores.
+    #
+    # NOTE: the chunks, and the groups of chunks whose weight gradients are summed together, depend
+    # on the shapes only, never on the thread count, and the groups' sums are added in group order:
+    # so the result is the same to the bit for any TINYGRADNORM_NUM_THREADS.
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, out_hw):
         """y (N, O, OH, OW) of a 2-D convolution of x (N, C, H, W) with w (O, C, KH, KW), plus b (O,) unless None."""
         n, o, (oh, ow) = x.shape[0], w.shape[0], out_hw
         w2 = w.reshape(o, -1)
         y = self.empty((n, o, oh * ow), x.dtype)
-        geom = _conv_geometry(w.shape, stride, padding, dilation)
+        chunks = _ConvChunks(x, w2.shape[1], out_hw, _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
 
         def run(lo, hi):
-            for n0, n1, cols in self._conv_chunks(x, w2.shape[1], out_hw, geom, lo, hi):
+            for c in range(lo, hi):
+                n0, n1, cols = chunks.columns(c)
                 out = np.matmul(w2, cols, out=y[n0:n1])
                 if b is not None:
                     out += b[:, None]
-        self.split(run, n, y.nbytes * w2.shape[1])
+        self.split(run, chunks.count, y.nbytes * w2.shape[1])
         return y.reshape(n, o, oh, ow)
 
     def conv2d_backward(self, x, w, gy, stride, padding, dilation, need_gx, need_gw, need_gb):
@@ -199,38 +204,69 @@ class CpuKernels:
         k = w2.shape[1]
         gy = np.ascontiguousarray(gy).reshape(n, o, oh * ow)
         gx = self.empty(x.shape, x.dtype) if need_gx else None
-        geom = _conv_geometry(w.shape, stride, padding, dilation)
-        pieces = []                    # each thread's (gw, gb) over its samples
+        chunks = _ConvChunks(x, k, (oh, ow), _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
+        groups = chunks.groups(o * k * x.itemsize)
+        gw_parts = np.zeros((groups, o, k), dtype=x.dtype) if need_gw else None
+        gb_parts = np.zeros((groups, o), dtype=x.dtype) if need_gb else None
 
         def run(lo, hi):
-            gw = np.zeros((o, k), dtype=x.dtype) if need_gw else None
-            gb = np.zeros(o, dtype=x.dtype) if need_gb else None
-            for n0, n1, cols in self._conv_chunks(x, k, (oh, ow), geom, lo, hi, build=need_gw):
-                g = gy[n0:n1]
-                if need_gw:            # gw = sum over the chunk's samples of gy[n] @ cols[n].T
-                    per_sample = self.scratch("gw", (n1 - n0, o, k), x.dtype)
-                    gw += np.matmul(g, cols.transpose(0, 2, 1), out=per_sample).sum(axis=0)
-                if need_gb:
-                    gb += g.sum(axis=(0, 2))
-                if need_gx:            # the columns' gradient W.T @ gy, added back where each column was read
-                    _col2im(np.matmul(w2.T, g, out=cols), gx, n0, *geom)
-            pieces.append((gw, gb))
-        self.split(run, n, gy.nbytes * k)
-        gw = sum(p[0] for p in pieces).reshape(w.shape) if need_gw else None
-        gb = sum(p[1] for p in pieces) if need_gb else None
-        return gx, gw, gb
+            for group in range(lo, hi):
+                for c in chunks.of_group(group, groups):
+                    n0, n1, cols = chunks.columns(c, build=need_gw)
+                    g = gy[n0:n1]
+                    if need_gw:            # gw = sum over the chunk's samples of gy[n] @ cols[n].T
+                        per_sample = self.scratch("gw", (n1 - n0, o, k), x.dtype)
+                        gw_parts[group] += np.matmul(g, cols.transpose(0, 2, 1), out=per_sample).sum(axis=0)
+                    if need_gb:
+                        gb_parts[group] += g.sum(axis=(0, 2))
+                    if need_gx:            # the columns' gradient W.T @ gy, added back where each column was read
+                        _col2im(np.matmul(w2.T, g, out=cols), gx, n0, *chunks.geom)
+        self.split(run, groups, gy.nbytes * k)
+        return gx, _in_order(gw_parts, w.shape), _in_order(gb_parts, (o,))
 
-    def _conv_chunks(self, x, k, out_hw, geom, lo, hi, build=True):
-        """(n0, n1, cols) for chunks [n0, n1) of the samples [lo, hi): cols (n1 - n0, K, OH*OW) is this
-        thread's scratch array, holding the chunk's columns when build is true."""
-        p = out_hw[0] * out_hw[1]
-        step = max(1, _CONV_CHUNK_BYTES // (k * p * x.itemsize))
-        for n0 in range(lo, hi, step):
-            n1 = min(n0 + step, hi)
-            cols = self.scratch("cols", (n1 - n0, k, p), x.dtype)
-            if build:
-                _im2col(x, cols.reshape(n1 - n0, x.shape[1], -1, *out_hw), n0, *geom)
-            yield n0, n1, cols
+
+# NOTE: about 1 MB of columns per chunk, half a core's L2 cache, leaving room for the GEMM's
+# own blocks. Measured on LeNet's two convs, 256 KB chunks ran 1.5-3x slower; 1-4 MB alike.
+_CONV_CHUNK_BYTES = 1 << 20
+_CONV_GROUPS = 16                  # at most this many partial weight gradients, whatever the thread count
+_CONV_PARTIALS_BYTES = 1 << 26     # and at most this much memory for them
+
+
+class _ConvChunks:
+    """The batch cut into chunks of samples whose im2col columns take about _CONV_CHUNK_BYTES."""
+
+    def __init__(self, x, k, out_hw, geom, scratch):
+        self.x, self.k, self.out_hw, self.geom, self.scratch = x, k, out_hw, geom, scratch
+        self.p = out_hw[0] * out_hw[1]
+        self.step = max(1, _CONV_CHUNK_BYTES // (k * self.p * x.itemsize))
+        self.count = -(-x.shape[0] // self.step)
+
+    def groups(self, partial_bytes):
+        """How many groups of chunks get a partial sum of their own (shapes decide, not threads)."""
+        return max(1, min(self.count, _CONV_GROUPS, _CONV_PARTIALS_BYTES // max(partial_bytes, 1)))
+
+    def of_group(self, group, groups):
+        return range(self.count * group // groups, self.count * (group + 1) // groups)
+
+    def columns(self, c, build=True):
+        """(n0, n1, cols) for chunk c: samples [n0, n1) and this thread's scratch array (n1 - n0, K, OH*OW),
+        holding the chunk's columns when build is true."""
+        n0 = c * self.step
+        n1 = min(n0 + self.step, self.x.shape[0])
+        cols = self.scratch("cols", (n1 - n0, self.k, self.p), self.x.dtype)
+        if build:
+            _im2col(self.x, cols.reshape(n1 - n0, self.x.shape[1], -1, *self.out_hw), n0, *self.geom)
+        return n0, n1, cols
+
+
+def _in_order(parts, shape):
+    """parts[0] + parts[1] + ..., always in that order, reshaped; None when parts is None."""
+    if parts is None:
+        return None
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total.reshape(shape)
 
 
 def _nbytes(shape, dtype):
@@ -287,11 +323,6 @@ class _Recycler:
             kept = [b for b in blocks if sys.getrefcount(b) > 3]   # the list, the comprehension, the argument
             self.total -= nbytes * (len(blocks) - len(kept))
             blocks[:] = kept
-
-
-# NOTE: about 1 MB of columns per chunk, half a core's L2 cache, leaving room for the GEMM's
-# own blocks. Measured on LeNet's two convs, 256 KB chunks ran 1.5-3x slower; 1-4 MB alike.
-_CONV_CHUNK_BYTES = 1 << 20
 
 
 def _conv_geometry(w_shape, stride, padding, dilation):

@@ -9,6 +9,7 @@ _UNSET = object()
 # NOTE: handing half a product to another thread costs some 50-150 us; measured, LeNet's
 # largest linear layer (256x256 @ 256x120, 8M multiply-adds: 0.12 ms on one core) ran slower split.
 _SPLIT_MATMUL_MACS = 1 << 25
+_MATMUL_BLOCKS = 16           # a split product is cut into this many row blocks, whatever the thread count
 
 
 def _limit_blas_threads():
@@ -29,6 +30,8 @@ class NumpyBackend:
     def __init__(self):
         self.rng = np.random.default_rng()
         self.threads = int(os.environ.get("TINYGRADNORM_NUM_THREADS") or os.cpu_count() or 1)
+        self.min_split_bytes = 1 << 21     # work on less data than this stays on the calling thread
+        self.block_bytes = 1 << 19         # parallel's blocks: about this many bytes of the first array
         self._pool = None
         self._lock = threading.Lock()       # the pool and the kernels start once, whichever thread asks first
         self._kernels = _UNSET
@@ -83,39 +86,43 @@ class NumpyBackend:
         """Read-only strided view of every window along the given axes."""
         return np.lib.stride_tricks.sliding_window_view(array, window_shape, axis=axis)
 
-    def parallel(self, fn, *arrays, min_bytes=1 << 21, block_bytes=1 << 19):
-        """Call fn on blocks of rows (axis 0) of the arrays, spread over every core.
+    def parallel(self, fn, *arrays):
+        """Call fn on blocks of rows (axis 0) of the arrays, spread over the backend's threads.
 
-        Arrays whose axis 0 does not match the first one's (per-channel statistics, say) are
-        passed whole. Each thread walks its share of the rows in blocks of about block_bytes,
-        so a chain of in-place steps in fn finds each block still in cache: the chain costs
-        about one trip to memory instead of one per step. NumPy releases the GIL inside
-        ufuncs and BLAS, so the threads run at once. Returns fn's results, block by block.
+        Arrays whose axis 0 does not match the first one's (per-channel statistics, say) are passed
+        whole. Each block is about ``block_bytes``, so a chain of in-place steps in fn finds the block
+        still in cache: the chain costs about one trip to memory instead of one per step. NumPy
+        releases the GIL inside ufuncs and BLAS, so the threads run at once. Returns fn's results in
+        block order.
+
+        NOTE: the blocks depend on the arrays' size only, never on the number of threads, so a caller
+        that adds up per-block partial sums in the order returned gets the same bits for any
+        TINYGRADNORM_NUM_THREADS.
         """
         ref = arrays[0]
         n = ref.shape[0] if ref.ndim else 1
-        if n <= 1 or ref.nbytes < min_bytes:
+        if n <= 1 or ref.nbytes < self.min_split_bytes:
             return [fn(*arrays)]
-        k = min(self.threads, n)
-        # NOTE: blocks pay off only for arrays far larger than the cache; smaller ones go one piece per thread,
-        # since every call of fn has a fixed cost.
-        rows = max(1, block_bytes // (ref.nbytes // n)) if ref.nbytes >= 32 * block_bytes else n
-        bounds = [n * i // k for i in range(k + 1)]
+        rows = max(1, n * self.block_bytes // ref.nbytes)
+        starts = range(0, n, rows)
+        results = [None] * len(starts)
 
-        def run(i):
-            out = []
-            for lo in range(bounds[i], bounds[i + 1], rows):
-                hi = min(lo + rows, bounds[i + 1])
-                out.append(fn(*[a[lo:hi] if a.ndim == ref.ndim and a.shape[0] == n else a for a in arrays]))
-            return out
+        def run(lo, hi):
+            for i in range(lo, hi):
+                a, b = starts[i], min(starts[i] + rows, n)
+                results[i] = fn(*[x[a:b] if x.ndim == ref.ndim and x.shape[0] == n else x for x in arrays])
 
-        if k == 1:
-            return run(0)
-        return [r for piece in self._threads().map(run, range(k)) for r in piece]
+        self.parallel_range(run, len(starts), ref.nbytes, min_bytes=0)
+        return results
 
-    def parallel_range(self, fn, n, nbytes, min_bytes=1 << 21):
-        """Call fn(lo, hi) on pieces of range(n) that cover it, one per core; nbytes (the data the
-        calls touch) decides whether splitting pays. fn must release the GIL (a nogil kernel)."""
+    def parallel_range(self, fn, n, nbytes, min_bytes=None):
+        """Call fn(lo, hi) on pieces of range(n) that cover it, one per thread; nbytes (the data the calls
+        touch) decides whether splitting pays. fn must release the GIL (a nogil kernel, or NumPy).
+
+        Every index is handled by exactly one call, so what fn computes per index never depends on
+        how range(n) was split.
+        """
+        min_bytes = self.min_split_bytes if min_bytes is None else min_bytes
         k = min(self.threads, n) if nbytes >= min_bytes else 1
         if k <= 1:
             fn(0, n)
@@ -127,13 +134,20 @@ class NumpyBackend:
             f.result()
 
     def matmul(self, a, b):
-        """a @ b. Once BLAS runs one thread per call (see kernels), a large 2-D product is split by
-        rows of a over the thread pool instead, each piece one BLAS call."""
+        """a @ b. Once BLAS runs one thread per call (see kernels), a large 2-D product is cut into a fixed
+        number of row blocks, each one BLAS call, spread over the thread pool."""
         if (not self.split_matmul or a.ndim != 2 or b.ndim != 2
                 or a.shape[0] * a.shape[1] * b.shape[1] < _SPLIT_MATMUL_MACS):
             return a @ b
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-        self.parallel_range(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), a.shape[0], 0, min_bytes=0)
+        m = a.shape[0]
+        rows = -(-m // _MATMUL_BLOCKS)
+
+        def run(lo, hi):
+            for r in range(lo * rows, min(hi * rows, m), rows):
+                np.matmul(a[r:r + rows], b, out=out[r:r + rows])
+
+        self.parallel_range(run, -(-m // rows), 0, min_bytes=0)
         return out
 
     def _threads(self):
