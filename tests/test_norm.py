@@ -148,11 +148,13 @@ def test_functional_forms_match_modules():
     x = tg.tensor(R.standard_normal((2, 4, 3, 3)))
     w, b = tg.tensor(R.uniform(0.5, 1.5, 4)), tg.tensor(R.standard_normal(4))
     np.testing.assert_allclose(F.group_norm(x, 2, w, b).numpy(),
-                               _with(nn.GroupNorm(2, 4), w, b)(x).numpy(), rtol=1e-5, atol=1e-6)
+                               _with(nn.GroupNorm(2, 4).double(), w, b)(x).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(F.instance_norm(x, weight=w, bias=b).numpy(),
-                               _with(nn.InstanceNorm2d(4, affine=True), w, b)(x).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(F.layer_norm(x, (3, 3)).numpy(), nn.LayerNorm((3, 3))(x).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(F.rms_norm(x, (3,)).numpy(), nn.RMSNorm(3)(x).numpy(), rtol=1e-5, atol=1e-6)
+                               _with(nn.InstanceNorm2d(4, affine=True).double(), w, b)(x).numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(F.layer_norm(x, (3, 3)).numpy(), nn.LayerNorm((3, 3)).double()(x).numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(F.rms_norm(x, (3,)).numpy(), nn.RMSNorm(3).double()(x).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(F.local_response_norm(x, 3).numpy(), nn.LocalResponseNorm(3)(x).numpy(), rtol=1e-5, atol=1e-6)
     y = F.batch_norm(x, None, None, w, b, training=True, impl="composite")
     np.testing.assert_allclose(y.numpy(), F.batch_norm(x, None, None, w, b, training=True).numpy(), rtol=1e-5,

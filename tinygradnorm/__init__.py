@@ -7,7 +7,7 @@ from .dtypes import float16, float32, float64, int32, int64, uint8, bool_ as boo
 from .tensor import Tensor
 from .creation import (tensor, zeros, ones, full, randn, rand, arange, zeros_like, ones_like, full_like,
                        randn_like, rand_like)
-from .ops import (exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, maximum, minimum, clip, where, sum, mean, var,
+from .ops import (add, sub, mul, div, pow, neg, eq, ne, lt, le, gt, ge, exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, maximum, minimum, clip, where, sum, mean, var,
                   max, min, amax, amin, argmax, argmin, logsumexp, softmax, log_softmax, reshape, permute,
                   transpose, flatten, squeeze, unsqueeze, broadcast_to, pad, cat, stack, matmul)
 from .gradcheck import gradcheck, GradcheckError

@@ -23,3 +23,17 @@ def as_dtype(dtype):
 
 def is_floating(dtype):
     return dtype.kind == "f"
+
+
+def category(dtype):
+    """0 for bool, 1 for integers, 2 for floating point: PyTorch's order for type promotion."""
+    return "bif".index("i" if dtype.kind == "u" else dtype.kind)
+
+
+def promote_types(a, b):
+    """PyTorch's promotion of two dtypes: across categories (bool < int < float) the higher one's dtype wins
+    (int64 with float32 is float32, where NumPy says float64); within one, NumPy's rule."""
+    ca, cb = category(a), category(b)
+    if ca != cb:
+        return a if ca > cb else b
+    return _np.promote_types(a, b)

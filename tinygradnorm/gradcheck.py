@@ -72,9 +72,12 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
 def _outputs(out):
     if isinstance(out, Tensor):
         return [out]
+    if not isinstance(out, (tuple, list)):
+        raise TypeError(f"gradcheck: fn must return a Tensor or a tuple of Tensors (got {type(out).__name__}); "
+                        "build the result from the inputs with tinygradnorm ops")
     out = [o for o in out if isinstance(o, Tensor)]
     if not out:
-        raise TypeError("gradcheck: fn must return a Tensor or a tuple of Tensors")
+        raise TypeError("gradcheck: fn must return a Tensor or a tuple of Tensors (got none among its results)")
     return out
 
 

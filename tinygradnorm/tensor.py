@@ -327,9 +327,9 @@ class Tensor:
     # ---- reductions -------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, *, axis=None): return ops.sum(self, dim, keepdim, axis=axis)
     def mean(self, dim=None, keepdim=False, *, axis=None): return ops.mean(self, dim, keepdim, axis=axis)
-    def var(self, dim=None, *, correction=1, keepdim=False, axis=None, unbiased=None):
+    def var(self, dim=None, *, correction=None, keepdim=False, axis=None, unbiased=None):
         return ops.var(self, dim, correction=correction, keepdim=keepdim, axis=axis, unbiased=unbiased)
-    def std(self, dim=None, *, correction=1, keepdim=False, axis=None):
+    def std(self, dim=None, *, correction=None, keepdim=False, axis=None):
         return ops.sqrt(ops.var(self, dim, correction=correction, keepdim=keepdim, axis=axis))
     def max(self, dim=None, keepdim=False, *, axis=None): return ops.max(self, dim, keepdim, axis=axis)
     def min(self, dim=None, keepdim=False, *, axis=None): return ops.min(self, dim, keepdim, axis=axis)

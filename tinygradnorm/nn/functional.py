@@ -1,5 +1,6 @@
 """tinygradnorm.nn.functional: stateless layers, in PyTorch's names and signatures."""
 from ..ops import log_softmax, softmax, relu, sigmoid, tanh, pad  # noqa: F401  (re-exported)
+from ..ops._util import check_tensor
 from ..ops.conv import AvgPool2d, Conv2d, MaxPool2d, _out_size, _pair
 from ..ops.linalg import Linear
 from ..ops.loss import NLLLoss
@@ -12,6 +13,12 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, as torch.nn.functional.linear."""
+    check_tensor("linear", input)
+    check_tensor("linear", weight, "weight", 2)
+    if bias is not None:
+        check_tensor("linear", bias, "bias", 3)
+    _same_dtype("linear", input, weight, bias,
+                lambda a, b: f"mat1 and mat2 must have the same dtype, but got {a} and {b}")
     if input.ndim < 1 or weight.ndim != 2 or input.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: mat1 and mat2 shapes cannot be multiplied: input {tuple(input.shape)} has "
                          f"{input.shape[-1] if input.ndim else 0} features but weight {tuple(weight.shape)} expects "
@@ -34,9 +41,18 @@ def dropout(input, p=0.5, training=True):
     return input * Tensor(keep.astype(input.dtype) / (1 - p), device=input.device)
 
 
+def _same_dtype(op, x, weight, bias, say):
+    """PyTorch's rule for layers with weights: input, weight and bias share one dtype."""
+    for t in (weight, bias):
+        if t is not None and t.dtype != x.dtype:
+            fix = f" or the model with .to({x.dtype})" if x.dtype.kind == "f" else ""
+            raise RuntimeError(f"{op}: {say(x.dtype, t.dtype)}; convert the input with .to({t.dtype}){fix}")
+    if x.dtype.kind != "f":
+        raise RuntimeError(f"{op}: expected a floating-point input, got {x.dtype}; convert it first, e.g. x.float()")
+
+
 def _batched(op, x, layout="(N, C, H, W)"):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: expected a Tensor input (got {type(x).__name__})")
+    check_tensor(op, x)
     if x.ndim not in (3, 4):
         raise ValueError(f"{op}: expected 3D (unbatched) or 4D (batched) input {layout}, but got input of size: "
                          f"{tuple(x.shape)}")
@@ -58,6 +74,10 @@ def _check_output(op, x, kernel, stride, padding, dilation=(1, 1)):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation of input (N, C, H, W) with weight (O, C, KH, KW), as torch.nn.functional.conv2d."""
     x, unbatched = _batched("conv2d", input)
+    check_tensor("conv2d", weight, "weight", 2)
+    if bias is not None:
+        check_tensor("conv2d", bias, "bias", 3)
+    _same_dtype("conv2d", x, weight, bias, lambda a, b: f"Input type ({a}) and weight type ({b}) should be the same")
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     if weight.ndim != 4:
         raise ValueError(f"conv2d: weight must be 4D (out_channels, in_channels, kH, kW), got {tuple(weight.shape)}")
@@ -75,6 +95,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
 
 def _pool(op, cls, input, kernel_size, stride, padding):
     x, unbatched = _batched(op, input)
+    if x.dtype.kind == "b":
+        raise NotImplementedError(f"\"{op}\" not implemented for 'Bool' (input of shape {tuple(x.shape)}); convert it "
+                                  "first, e.g. x.float()")
     kernel = _pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else _pair(stride, "stride")
     padding = _pair(padding, "padding")

@@ -2,6 +2,7 @@
 import math
 from collections import OrderedDict
 
+from .. import ops
 from ..creation import empty_param
 from . import functional as F
 from . import init
@@ -155,7 +156,7 @@ class Flatten(Module):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, x):
-        return x.flatten(self.start_dim, self.end_dim)
+        return ops.flatten(x, self.start_dim, self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -163,17 +164,17 @@ class Flatten(Module):
 
 class ReLU(Module):
     def forward(self, x):
-        return x.relu()
+        return F.relu(x)
 
 
 class Sigmoid(Module):
     def forward(self, x):
-        return x.sigmoid()
+        return F.sigmoid(x)
 
 
 class Tanh(Module):
     def forward(self, x):
-        return x.tanh()
+        return F.tanh(x)
 
 
 class Identity(Module):

@@ -1,11 +1,24 @@
 """Helpers every op shares: reduce a broadcast gradient, normalize dims, coerce operands."""
+from ..dtypes import category, promote_types
 from ..tensor import Tensor
 
 
 def compiled_kernels(backend, a):
     """The backend's compiled kernels when they take this array (float32 or float64), else None."""
     kernels = backend.kernels
-    return kernels if kernels is not None and a.dtype.itemsize >= 4 else None
+    return kernels if kernels is not None and a.dtype.kind == "f" and a.dtype.itemsize >= 4 else None
+
+
+def check_tensor(op, x, name="input", position=1):
+    """Raise PyTorch's TypeError unless x is a Tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, not {type(x).__name__}")
+    return x
+
+
+def contiguous(xp, a):
+    """a as a C-contiguous array, 0-d arrays staying 0-d (xp.ascontiguousarray makes them 1-d)."""
+    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
 
 
 def sum_to(grad, shape):
@@ -63,13 +76,43 @@ def as_tensor(value, like):
     dtype = like.dtype
     if isinstance(value, float) and dtype.kind in "biu":
         dtype = None  # int tensor * float scalar: promote to the default float dtype
+    elif isinstance(value, int) and not isinstance(value, bool) and dtype.kind == "b":
+        dtype = None  # bool tensor + int scalar: int64
     elif not isinstance(value, (int, float, bool)):
         dtype = None
     return Tensor(value, dtype=dtype, device=like.device)
 
 
-def pair(a, b):
-    """Both operands of a binary op as Tensors on the same device."""
+def pair(a, b, op="op"):
+    """Both operands of a binary op as Tensors on one device, promoted to one dtype by PyTorch's rules."""
     if isinstance(a, Tensor):
-        return a, as_tensor(b, a)
-    return as_tensor(a, b), b
+        b = as_tensor(b, a)
+    elif isinstance(b, Tensor):
+        a = as_tensor(a, b)
+    elif _is_number(a) and _is_number(b):
+        a = Tensor(a)                                   # two Python numbers: torch.add(2.0, 3.0) is tensor(5.)
+        b = as_tensor(b, a)
+    else:
+        raise TypeError(f"{op}(): argument 'input' (position 1) must be Tensor, not {type(a).__name__}")
+    dtype = result_type(a, b)
+    return (a if a.dtype == dtype else a.to(dtype)), (b if b.dtype == dtype else b.to(dtype))
+
+
+def _is_number(v):
+    return isinstance(v, (int, float, bool))
+
+
+def result_type(a, b):
+    """The dtype of a binary op on Tensors a and b, by PyTorch's rules: a 0-d tensor (a Python number
+    included) decides the dtype only when it is of a higher category than the other operand.
+    float32[3] + a float64 0-d tensor is float32; int64[3] + a float64 0-d tensor is float64."""
+    if a.dtype == b.dtype:
+        return a.dtype
+    if (a.ndim == 0) == (b.ndim == 0):
+        return promote_types(a.dtype, b.dtype)
+    dim, zero = (a.dtype, b.dtype) if a.ndim else (b.dtype, a.dtype)
+    if category(dim) == 2:
+        return dim
+    if category(dim) == 0 or category(zero) == 2:
+        return promote_types(dim, zero)
+    return dim

@@ -119,11 +119,14 @@ class AvgPool2d(Function):
             return self.kernels.avg_pool2d_forward(xp.ascontiguousarray(x), kernel, stride, padding, (oh, ow))
         if ph or pw:
             x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        y = _window(x, 0, 0, stride, (1, 1), (oh, ow)).copy()
+        y = _window(x, 0, 0, stride, (1, 1), (oh, ow)).astype(x.dtype if x.dtype.kind == "f" else xp.int64)
         for i in range(kh):
             for j in range(kw):
                 if i or j:
                     y += _window(x, i, j, stride, (1, 1), (oh, ow))
+        if x.dtype.kind != "f":
+            # NOTE: integer input gives integer output, the sum divided with truncation toward zero, as in PyTorch.
+            return (xp.sign(y) * (xp.abs(y) // (kh * kw))).astype(x.dtype)
         y *= 1 / (kh * kw)
         return y
 
@@ -153,7 +156,8 @@ class MaxPool2d(Function):
         n, c, h, w = x.shape
         oh, ow = _out_size(h, kh, sh, ph, 1), _out_size(w, kw, sw, pw, 1)
         if ph or pw:
-            x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf)
+            lowest = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min    # padding never wins
+            x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=lowest)
         win = self.backend.windows(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
         win = win.reshape(n, c, oh, ow, kh * kw)
         self.arg = win.argmax(axis=-1)

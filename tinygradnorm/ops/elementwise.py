@@ -1,7 +1,8 @@
 """Elementwise ops. Binary ops broadcast; ``sum_to`` takes each gradient back to its input's shape."""
 from ..autograd import Function, _device_mismatch
+from ..dtypes import float32
 from ..tensor import Tensor
-from ._util import broadcast_shape, compiled_kernels, pair, sum_to
+from ._util import broadcast_shape, check_tensor, compiled_kernels, contiguous, pair, sum_to
 
 
 # ---- binary arithmetic ------------------------------------------------------------
@@ -99,26 +100,49 @@ class Where(Function):
 
 
 def _binary(cls, a, b, name):
-    a, b = pair(a, b)
-    try:
-        return cls.apply(a, b)
-    except ValueError:
-        broadcast_shape(a.shape, b.shape, name)  # raises the clear message when that is the cause
-        raise
+    a, b = pair(a, b, name)
+    broadcast_shape(a.shape, b.shape, name)  # raises the clear message when the shapes do not broadcast
+    return cls.apply(a, b)
 
 
-def add(a, b): return _binary(Add, a, b, "add")
-def sub(a, b): return _binary(Sub, a, b, "sub")
+def _alpha(b, alpha, name):
+    if alpha == 1:
+        return b
+    if isinstance(b, Tensor):
+        return mul(b, alpha)
+    if not isinstance(b, (int, float, bool)):
+        raise TypeError(f"{name}(): argument 'other' must be Tensor or Number, not {type(b).__name__}")
+    return b * alpha
+
+
+def add(a, b, *, alpha=1):
+    """a + alpha * b."""
+    return _binary(Add, a, _alpha(b, alpha, "add"), "add")
+
+
+def sub(a, b, *, alpha=1):
+    """a - alpha * b."""
+    return _binary(Sub, a, _alpha(b, alpha, "sub"), "sub")
+
+
 def mul(a, b): return _binary(Mul, a, b, "mul")
-def div(a, b): return _binary(Div, a, b, "div")
 def pow(a, b): return _binary(Pow, a, b, "pow")
+
+
+def div(a, b):
+    """True division; integer operands give float32, as in PyTorch."""
+    a, b = pair(a, b, "div")
+    if a.dtype.kind != "f":
+        a, b = a.to(float32), b.to(float32)
+    broadcast_shape(a.shape, b.shape, "div")
+    return Div.apply(a, b)
 def maximum(a, b): return _binary(Maximum, a, b, "maximum")
 def minimum(a, b): return _binary(Minimum, a, b, "minimum")
 
 
 def where(condition, a, b):
     """Elements of ``a`` where ``condition`` holds, else of ``b`` (all three broadcast)."""
-    a, b = pair(a, b)
+    a, b = pair(a, b, "where")
     cond = condition.data if isinstance(condition, Tensor) else a.device.backend.asarray(condition)
     if cond.dtype.kind != "b":
         raise TypeError(f"where: condition must be a bool tensor (got dtype {cond.dtype}); compare first, e.g. x > 0")
@@ -199,17 +223,17 @@ class Sigmoid(Function):
         xp = self.xp
         self.kernels = compiled_kernels(self.backend, x)
         if self.kernels is not None:
-            self.out = self.kernels.sigmoid_forward(xp.ascontiguousarray(x))
+            self.out = self.kernels.sigmoid_forward(contiguous(xp, x))
             return self.out
         # NOTE: y = exp(min(x, 0)) / (1 + exp(-|x|)): 1/(1+t) for x >= 0 and t/(1+t) for x < 0, with
         # t = exp(-|x|) <= 1. Nothing overflows, and for x << 0 the result keeps its full relative
         # accuracy (0.5*tanh(x/2) + 0.5 would lose it to cancellation). A second exp costs less than
         # xp.where would.
-        t = xp.abs(x)
+        t = xp.abs(x, out=xp.empty_like(x))            # out= keeps 0-d results arrays
         xp.negative(t, out=t)
         xp.exp(t, out=t)
         t += 1
-        y = xp.minimum(x, 0)
+        y = xp.minimum(x, 0, out=xp.empty_like(x))
         xp.exp(y, out=y)
         y /= t
         self.out = y
@@ -217,7 +241,7 @@ class Sigmoid(Function):
 
     def backward(self, g):
         if self.kernels is not None:
-            return self.kernels.sigmoid_backward(self.out, self.xp.ascontiguousarray(g))
+            return self.kernels.sigmoid_backward(self.out, contiguous(self.xp, g))
         gx = 1 - self.out
         gx *= self.out
         gx *= g
@@ -230,7 +254,8 @@ class Relu(Function):
         return self.out
 
     def backward(self, g):
-        return g * (self.out > 0)
+        # NOTE: zero where the output is <= 0, else g: a nan input passes its gradient on, as in PyTorch.
+        return self.xp.where(self.out <= 0, g.dtype.type(0), g)
 
 
 class Clip(Function):
@@ -247,33 +272,33 @@ class Clip(Function):
         return g * inside
 
 
-def neg(x): return Neg.apply(x)
+def neg(x): return Neg.apply(check_tensor("neg", x))
 def exp(x): return Exp.apply(_float(x, "exp"))
 def log(x): return Log.apply(_float(x, "log"))
 def sqrt(x): return Sqrt.apply(_float(x, "sqrt"))
 def rsqrt(x): return Rsqrt.apply(_float(x, "rsqrt"))
-def abs(x): return Abs.apply(x)
+def abs(x): return Abs.apply(check_tensor("abs", x))
 def tanh(x): return Tanh.apply(_float(x, "tanh"))
 def sigmoid(x): return Sigmoid.apply(_float(x, "sigmoid"))
-def relu(x): return Relu.apply(x)
+def relu(x): return Relu.apply(check_tensor("relu", x))
 
 
 def clip(x, min=None, max=None):
     """Clamp to [min, max]; either bound may be None."""
+    check_tensor("clamp", x)
     if min is None and max is None:
         raise ValueError("clip: at least one of min or max must not be None")
     return Clip.apply(x, lo=min, hi=max)
 
 
 def _float(x, op):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{op}: expected a Tensor (got {type(x).__name__})")
+    check_tensor(op, x)
     return x if x.dtype.kind == "f" else x.float()
 
 
 # ---- comparisons (no gradient) ----------------------------------------------------
 def _compare(ufunc_name, a, b):
-    a, b = pair(a, b)
+    a, b = pair(a, b, ufunc_name)
     if a.device is not b.device:
         _device_mismatch(ufunc_name, (a, b))
     xp = a.device.backend.xp

@@ -1,6 +1,6 @@
 """Matrix multiplication, batched and with PyTorch's 1-D rules."""
 from ..autograd import Function
-from ._util import broadcast_shape, pair, sum_to
+from ._util import broadcast_shape, check_tensor, sum_to
 
 
 class MatMul(Function):
@@ -28,7 +28,11 @@ class MatMul(Function):
 
 def matmul(a, b):
     """a @ b with NumPy/PyTorch semantics: batched, broadcast, 1-D operands promoted."""
-    a, b = pair(a, b)
+    check_tensor("matmul", a)
+    check_tensor("matmul", b, "other", 2)
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"matmul: expected m1 and m2 to have the same dtype, but got: {a.dtype} != {b.dtype}; "
+                           f"convert one of them, e.g. b.to({a.dtype})")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both arguments need to be at least 1D, but they are {a.ndim}D and {b.ndim}D; "
                          "use * for scalar multiplication")

@@ -24,7 +24,9 @@ class NLLLoss(Function):
         xp = self.xp
         scale = -self.w * g
         if self.reduction == "mean":
-            scale = scale / self.total
+            # NOTE: when every target is ignored the loss is 0/0 = nan, but each weight is 0 and so is the
+            # gradient, as in PyTorch; dividing by 1 then keeps it 0 rather than nan.
+            scale = scale / self.xp.where(self.total == 0, 1, self.total)
         gx = xp.zeros(self.shape, dtype=self.w.dtype)
         xp.put_along_axis(gx, self.t, scale[:, None].astype(gx.dtype), axis=1)
         return gx

@@ -2,7 +2,7 @@
 from ..autograd import Function, is_grad_enabled, is_inference_mode_enabled
 from ..backend import transfer
 from ..tensor import Tensor
-from ._util import dim_index, sum_to
+from ._util import check_tensor, dim_index, sum_to
 
 
 class Reshape(Function):
@@ -164,6 +164,7 @@ def _infer_shape(shape, size, op):
 
 
 def reshape(x, *shape):
+    check_tensor("reshape", x)
     shape = _infer_shape(_shape_arg(shape), x.numel(), "reshape")
     return x if shape == x.shape else Reshape.apply(x, shape=shape)
 
@@ -187,6 +188,7 @@ def transpose(x, dim0, dim1):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    check_tensor("flatten", x)
     if x.ndim == 0:
         return reshape(x, 1)
     s, e = dim_index(start_dim, x.ndim, "flatten"), dim_index(end_dim, x.ndim, "flatten")

@@ -1,9 +1,10 @@
 """Reductions, and the softmax family built on them."""
+import warnings
 from collections import namedtuple
 
 from ..autograd import Function
 from ..tensor import Tensor
-from ._util import dim_index, reduce_dims
+from ._util import check_tensor, dim_index, reduce_dims
 
 
 def _kept_shape(shape, axes):
@@ -31,14 +32,24 @@ class Mean(Function):
 
 
 class Var(Function):
+    """Σ(x - mean)^2 / max(0, m - correction); with no degrees of freedom left that is nan or inf, as in PyTorch."""
+
     def forward(self, x, axes, keepdim, correction):
         self.kept = _kept_shape(x.shape, axes)
         self.d = x - x.mean(axis=axes, keepdims=True)
-        self.dof = _count(x.shape, axes) - correction
+        dof = _count(x.shape, axes) - correction
+        self.dof = x.dtype.type(dof if dof > 0 else 0)
         return (self.d * self.d).sum(axis=axes, keepdims=keepdim) / self.dof
 
     def backward(self, g):
-        return g.reshape(self.kept) * (2 / self.dof) * self.d
+        if self.dof > 0:
+            return g.reshape(self.kept) * (2 / self.dof) * self.d
+        # NOTE: no degrees of freedom left: the output is inf (or nan), and so is the gradient: +inf, or nan
+        # where x equals the mean, as PyTorch returns for a full reduction. (PyTorch's reduction over a dim
+        # returns 2 / (m - correction) * (x - mean) there, a finite value of the wrong sign for an infinite
+        # output; that is a bug, and this follows its full-reduction convention for every dim.)
+        xp = self.xp
+        return g.reshape(self.kept) * xp.where(self.d == 0, xp.nan, xp.inf).astype(self.d.dtype)
 
 
 class Amax(Function):
@@ -106,7 +117,9 @@ class Softmax(Function):
 
 
 def _finite_max(xp, x, dim):
-    """The max along dim, with -inf/inf rows replaced by 0 so that x - max stays finite-safe."""
+    """The max along dim, with -inf/inf rows replaced by 0 so that x - max stays finite-safe (0 along an empty dim)."""
+    if x.shape[dim] == 0:
+        return xp.zeros(_kept_shape(x.shape, (dim,)), dtype=x.dtype)
     m = x.max(axis=dim, keepdims=True)
     return xp.where(xp.isfinite(m), m, 0)
 
@@ -130,25 +143,41 @@ MinResult = namedtuple("min", ["values", "indices"])
 
 
 def sum(x, dim=None, keepdim=False, *, axis=None):
+    check_tensor("sum", x)
     return Sum.apply(x, axes=reduce_dims(dim, x.ndim, axis, "sum"), keepdim=keepdim)
 
 
 def mean(x, dim=None, keepdim=False, *, axis=None):
+    check_tensor("mean", x)
     if x.dtype.kind != "f":
         raise TypeError(f"mean(): could not infer output dtype. Input dtype must be floating point (got {x.dtype}); "
                         "convert it first, e.g. x.float()")
     return Mean.apply(x, axes=reduce_dims(dim, x.ndim, axis, "mean"), keepdim=keepdim)
 
 
-def var(x, dim=None, *, correction=1, keepdim=False, axis=None, unbiased=None):
-    """Variance with ``correction`` subtracted from the count (1: unbiased, 0: biased)."""
+def var(x, dim=None, *, correction=None, keepdim=False, axis=None, unbiased=None):
+    """Variance with ``correction`` subtracted from the count (1, the default: unbiased; 0: biased).
+
+    With no degrees of freedom left (m - correction <= 0) the result is nan or inf, with a warning, as in PyTorch.
+    """
+    check_tensor("var", x)
     if unbiased is not None:
+        if correction is not None:
+            raise TypeError("var(): pass correction or unbiased, not both")
         correction = 1 if unbiased else 0
-    return Var.apply(x, axes=reduce_dims(dim, x.ndim, axis, "var"), keepdim=keepdim, correction=correction)
+    correction = 1 if correction is None else correction
+    if x.dtype.kind != "f":
+        raise TypeError(f"var(): could not infer output dtype. Input dtype must be floating point (got {x.dtype})")
+    axes = reduce_dims(dim, x.ndim, axis, "var")
+    if _count(x.shape, axes) - correction <= 0:
+        warnings.warn(f"var(): degrees of freedom is <= 0 ({_count(x.shape, axes)} values per result, correction "
+                      f"{correction}): the result is nan or inf", stacklevel=2)
+    return Var.apply(x, axes=axes, keepdim=keepdim, correction=correction)
 
 
 def _extreme(x, dim, keepdim, axis, use_min):
     name = "min" if use_min else "max"
+    check_tensor(name, x)
     if axis is not None:
         dim = axis
     if x.numel() == 0:
@@ -200,12 +229,15 @@ def argmin(x, dim=None, keepdim=False, *, axis=None):
 
 
 def logsumexp(x, dim, keepdim=False):
+    check_tensor("logsumexp", x)
     return LogSumExp.apply(x, dim=dim_index(dim, x.ndim, "logsumexp"), keepdim=keepdim)
 
 
 def log_softmax(x, dim):
+    check_tensor("log_softmax", x)
     return LogSoftmax.apply(x, dim=dim_index(dim, x.ndim, "log_softmax"))
 
 
 def softmax(x, dim):
+    check_tensor("softmax", x)
     return Softmax.apply(x, dim=dim_index(dim, x.ndim, "softmax"))

@@ -5,7 +5,10 @@ runs the same maths as primitive ops (composite.py) and lets autograd derive the
 Running statistics follow PyTorch: running = (1 - momentum) * running + momentum * batch,
 storing the unbiased batch variance while normalizing with the biased one.
 """
+import math
+
 from ...autograd import no_grad
+from ...dtypes import float32
 from ...tensor import Tensor
 from . import composite
 from .fused import FrozenStandardize, LocalResponseNormalize, RMSNormalize, Standardize
@@ -20,12 +23,28 @@ def _check_impl(impl):
 
 def _check_tensor(name, x, min_dim=1):
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a Tensor input (got {type(x).__name__})")
+        raise TypeError(f"{name}(): argument 'input' (position 1) must be Tensor, not {type(x).__name__}")
     if x.dtype.kind != "f":
         raise TypeError(f"{name}: expected a floating-point input, got dtype {x.dtype}; convert it with .float()")
     if x.ndim < min_dim:
         raise ValueError(f"{name}: expected an input with at least {min_dim} dims (got {x.ndim}D input of shape "
                          f"{tuple(x.shape)})")
+
+
+def _check_dtypes(name, x, *params):
+    """As in PyTorch on the CPU: parameters share the input's dtype, or are float32 for a float16 input."""
+    for t in params:
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}(): weight, bias and running statistics must be Tensors, not {type(t).__name__}")
+        if t.dtype != x.dtype and not (x.dtype.itemsize < 4 and t.dtype == float32):
+            raise RuntimeError(f"{name}: mixed dtype (CPU): all inputs must share same datatype (input is {x.dtype}, "
+                               f"a parameter or statistic is {t.dtype}); convert the input with .to({t.dtype}) or "
+                               f"the module with .to({x.dtype})")
+        if t.device is not x.device:
+            raise RuntimeError(f"{name}: input is on {x.device} but a parameter or statistic is on {t.device}; move "
+                               f"the module with .to('{x.device}')")
 
 
 def _check_vector(name, what, t, size, x):
@@ -41,7 +60,12 @@ def _check_eps(name, eps):
 
 
 def _standardize(impl, x, weight, bias, axes, eps):
-    """(y, mean, biased var, m) for x standardized over ``axes``; weight/bias already broadcastable."""
+    """(y, mean, biased var, m) for x standardized over ``axes``; weight/bias already broadcastable.
+
+    An empty x gives an empty y (as in PyTorch), with no statistics (m = 0) and zero gradients for the parameters.
+    """
+    if x.numel() == 0:
+        return _affine_only(x, weight, bias), None, None, 0
     if impl == "composite":
         return composite.standardize(x, weight, bias, axes, eps)
     stats = {}
@@ -49,6 +73,13 @@ def _standardize(impl, x, weight, bias, axes, eps):
     y = Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None,
                           has_bias=bias is not None, stats=stats)
     return y, stats["mean"], stats["var"], stats["m"]
+
+
+def _affine_only(x, weight, bias):
+    """x * weight + bias, for an empty x: the right shape and dtype, and zero gradients for weight and bias."""
+    y = x * weight if weight is not None else x
+    y = y + bias if bias is not None else y
+    return y if y is not x else x.clone()
 
 
 def _frozen(impl, x, weight, bias, mean, var, eps):
@@ -74,27 +105,43 @@ def _as_param(t, shape):
     return None if t is None else t.reshape(shape)
 
 
+def _check_running(name, running_mean, running_var):
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{name}: running_mean and running_var must either both be None or neither be None (got "
+                         f"running_mean={_what(running_mean)}, running_var={_what(running_var)})")
+
+
+def _what(t):
+    return "None" if t is None else f"a tensor of shape {tuple(t.shape)}"
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
                *, impl="fused"):
     """Normalize each channel (dim 1) over the batch and every other dim, as torch.nn.functional.batch_norm."""
     name = "batch_norm"
     _check_impl(impl)
     _check_tensor(name, input, 2)
+    if not training:
+        for what, t in (("running_mean", running_mean), ("running_var", running_var)):
+            if t is None:
+                raise RuntimeError(f"{name}: {what} must be defined in evaluation mode (training=False normalizes "
+                                   "with the running statistics); pass running_mean and running_var, or training=True")
+    _check_running(name, running_mean, running_var)
     c = input.shape[1]
     for what, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):
         _check_vector(name, what, t, c, input)
+    _check_dtypes(name, input, weight, bias, running_mean, running_var)
     shape = _channel_shape(input)
     w, b = _as_param(weight, shape), _as_param(bias, shape)
     axes = (0,) + tuple(range(2, input.ndim))
-    if training or running_mean is None or running_var is None:
-        m = input.numel() // max(c, 1)
-        if training and m <= 1:
+    if training:
+        if math.prod(input.shape[:1] + input.shape[2:]) == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                              f"{tuple(input.shape)}")
         _check_eps(name, eps)
         y, mean, var, m = _standardize(impl, input, w, b, axes, eps)
-        if training and running_mean is not None and running_var is not None:
+        if running_mean is not None and m:
             _update_running(running_mean, mean.reshape(c), momentum)
             _update_running(running_var, var.reshape(c) * (m / (m - 1)), momentum)
         return y
@@ -112,20 +159,26 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     name = "instance_norm"
     _check_impl(impl)
     _check_tensor(name, input, 3)
+    _check_running(name, running_mean, running_var)
+    if not use_input_stats and running_mean is None:
+        raise RuntimeError(f"{name}: Expected running_mean and running_var to be defined when use_input_stats is "
+                           "false; pass them, or use_input_stats=True")
     n, c = input.shape[:2]
     for what, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
                     ("bias", bias)):
         _check_vector(name, what, t, c, input)
+    _check_dtypes(name, input, weight, bias, running_mean, running_var)
     shape = _channel_shape(input)
     w, b = _as_param(weight, shape), _as_param(bias, shape)
-    if use_input_stats or running_mean is None or running_var is None:
-        m = input.numel() // max(n * c, 1)
-        if use_input_stats and m <= 1:
+    if use_input_stats:
+        if math.prod(input.shape[2:]) == 1:
             raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                              f"{tuple(input.shape)}")
         _check_eps(name, eps)
         y, mean, var, m = _standardize(impl, input, w, b, tuple(range(2, input.ndim)), eps)
-        if use_input_stats and running_mean is not None and running_var is not None:
+        # NOTE: with no instances (N = 0) PyTorch averages nothing and sets the running statistics to nan;
+        # here they keep their values.
+        if running_mean is not None and m and n:
             _update_running(running_mean, mean.reshape(n, c).mean(axis=0), momentum)
             _update_running(running_var, (var.reshape(n, c) * (m / (m - 1))).mean(axis=0), momentum)
         return y
@@ -164,6 +217,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, imp
     name = "layer_norm"
     normalized_shape, axes = _trailing_setup(name, input, normalized_shape, weight, impl)
     _check_param(name, "bias", bias, normalized_shape)
+    _check_dtypes(name, input, weight, bias)
     _check_eps(name, eps)
     shape = (1,) * axes[0] + normalized_shape
     return _standardize(impl, input, _as_param(weight, shape), _as_param(bias, shape), axes, eps)[0]
@@ -180,7 +234,13 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fus
                          f"of shape {tuple(input.shape)} and num_groups={num_groups}")
     _check_vector(name, "weight", weight, c, input)
     _check_vector(name, "bias", bias, c, input)
+    _check_dtypes(name, input, weight, bias)
     _check_eps(name, eps)
+    if n * (c // num_groups) * math.prod(input.shape[2:]) == 1:
+        # NOTE: PyTorch's check, kept for parity: it looks at N * C/G * spatial, not at a group's size.
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(input.shape)}")
+    if input.numel() == 0:
+        return _affine_only(input, _as_param(weight, _channel_shape(input)), _as_param(bias, _channel_shape(input)))
     # NOTE: GroupNorm is a reshape plus the same standardization: (N, C, *) -> (N, G, C/G, S)
     # with statistics over (C/G, S), and weight/bias shaped (1, G, C/G, 1) to stay per channel.
     grouped = (n, num_groups, c // num_groups, -1)
@@ -206,7 +266,12 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0, *, impl="fuse
     name = "local_response_norm"
     _check_impl(impl)
     if not isinstance(input, Tensor):
-        raise TypeError(f"{name}: expected a Tensor input (got {type(input).__name__})")
+        raise TypeError(f"{name}(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
+    if input.dtype.kind == "b":
+        raise NotImplementedError(f"{name}: not implemented for bool input (shape {tuple(input.shape)}); convert it "
+                                  "first, e.g. x.float()")
+    if input.dtype.kind != "f":
+        input = input.float()          # integers give float32, as PyTorch does for int64
     if input.ndim < 3:
         raise ValueError(f"{name}: Expected 3D or higher dimensionality input (got {input.ndim} dimensions, "
                          f"shape {tuple(input.shape)})")

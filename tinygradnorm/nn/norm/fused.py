@@ -57,6 +57,18 @@ def _acc(xp, x):
     return x.astype(xp.float32) if x.dtype.itemsize < 4 else x
 
 
+def _f64(xp, a):
+    """a block in float64, for sums: as in the compiled kernels, squares of large float32 values (1e30, say)
+    would overflow float32, and float64 sums keep the statistics exact to float32's precision."""
+    return a if a.dtype == xp.float64 else a.astype(xp.float64)
+
+
+def _sums(xp, centred, other, axes):
+    """(Σ other, Σ other * centred) over axes, keeping dims, accumulated in float64."""
+    other64 = _f64(xp, other)
+    return reduce_sum(xp, other64, axes), reduce_dot(xp, other64, _f64(xp, centred), axes)
+
+
 # ---- standardize over axes, then affine -------------------------------------------
 class Standardize(Function):
     """y = x_hat * weight + bias, with x_hat = (x - mean) * inv_std over ``axes`` (biased variance).
@@ -83,9 +95,9 @@ class Standardize(Function):
         m = 1
         for a in axes:
             m *= x.shape[a]
-        # NOTE: when weight is constant within each statistic (BatchNorm, InstanceNorm) it folds into
-        # per-statistic factors, forward and backward.
-        per_stat = weight is None or all(weight.shape[a] == 1 for a in axes)
+        # NOTE: when weight and bias are constant within each statistic (BatchNorm, InstanceNorm) they
+        # fold into per-statistic factors, forward and backward.
+        per_stat = all(p is None or all(p.shape[a] == 1 for a in axes) for p in (weight, bias))
         kernels = self.backend.kernels if per_stat else None
         layout = _stat_layout(x.shape, axes) if kernels is not None else None
         if layout is not None and layout[2] == 1 and layout[0] > 1:
@@ -105,27 +117,31 @@ class Standardize(Function):
     def _forward_xp(self, x, weight, bias, axes, eps, m, per_stat):
         """Forward in array ops; each pass makes no new full-size array but y and runs split across the cores."""
         xp, parallel = self.xp, self.backend.parallel
-        mean = reduce_sum(xp, x, axes) / m
+        mean = _join(xp, parallel(lambda xb: (reduce_sum(xp, _f64(xp, xb), axes),), x), axes)[0] / m
         centred = xp.empty_like(x)                      # the one new full-size array; it becomes y
 
         def centre_and_sum(xb, cb, mb):
             xp.subtract(xb, mb, out=cb)
-            return reduce_sum(xp, cb, axes), reduce_dot(xp, cb, cb, axes)
+            return _sums(xp, cb, cb, axes)
 
+        mean = mean.astype(x.dtype)                     # the centre, in x's dtype
         sum_c, sum_cc = _join(xp, parallel(centre_and_sum, x, centred, mean), axes)
         # NOTE: corrected two-pass variance. Σ(x - mean) is 0 in exact arithmetic but not in
         # float32 when |mean| >> std; removing it keeps x_hat accurate (e.g. mean 1e4, std 1).
         shift = sum_c / m
         var = xp.maximum(sum_cc / m - shift * shift, 0)
-        mean += shift
+        mean = _f64(xp, mean) + shift
         inv_std = 1 / xp.sqrt(var + eps)
         y = centred
+        dt = x.dtype
         if per_stat:
             # y = (centred - shift) * inv_std * weight + bias, with per-statistic factors folded
             scale = inv_std if weight is None else inv_std * weight
-            parallel(_scale_shift, y, scale, -shift * scale if bias is None else bias - shift * scale)
+            offset = -shift * scale if bias is None else bias - shift * scale
+            parallel(_scale_shift, y, scale.astype(dt), offset.astype(dt))
         else:
-            parallel(_standardize_affine, y, shift, inv_std, weight, 0 if bias is None else bias)
+            parallel(_standardize_affine, y, shift.astype(dt), inv_std.astype(dt), 1 if weight is None else weight,
+                     0 if bias is None else bias)
         return y, mean, var, inv_std
 
     def _forward_kernel(self, kernels, x, weight, bias, axes, eps, layout):
@@ -175,32 +191,39 @@ class Standardize(Function):
 
         def centre_and_sum(xb, cb, gb, mb):
             xp.subtract(xb, mb, out=cb)
-            return reduce_sum(xp, gb, axes), reduce_dot(xp, gb, cb, axes)
+            return _sums(xp, cb, gb, axes)
 
-        sum_gy, sum_gy_c = _join(xp, parallel(centre_and_sum, x, centred, gy, mean), axes)
-        sum_gy_xhat = sum_gy_c * inv_std                                # x_hat = centred * inv_std
+        dt = x.dtype
+        # NOTE: x is centred on the mean rounded to x's dtype; delta, the rounding, is put back in the sums.
+        delta = mean - mean.astype(dt)
+        sum_gy, sum_gy_c = _join(xp, parallel(centre_and_sum, x, centred, gy, mean.astype(dt)), axes)
+        sum_gy_xhat = (sum_gy_c - sum_gy * delta) * inv_std             # x_hat = (x - mean) * inv_std
         scale = inv_std if weight is None else inv_std * weight
         # gx = scale * (gy - (Σgy + x_hat * Σ(gy*x_hat)) / m), computed in centred's buffer
         gx = centred
-        parallel(_combine, gx, gy, -inv_std * sum_gy_xhat / m, sum_gy / m, scale)
-        return gx, self._param_grads(sum_gy, sum_gy_xhat)
+        a = -inv_std * sum_gy_xhat / m
+        parallel(_combine, gx, gy, a.astype(dt), (sum_gy / m + a * delta).astype(dt), scale.astype(dt))
+        return gx, self._param_grads(sum_gy.astype(dt), sum_gy_xhat.astype(dt))
 
     def _backward_general(self, x, gy):
         xp, parallel = self.xp, self.backend.parallel
         mean, inv_std, weight, axes, m = self.mean, self.inv_std, self.weight, self.axes, self.m
         centred = xp.empty_like(x)
         grads = []
+        dt = x.dtype
         # The closed form: gx = (inv_std / m) * (m*g_hat - Σg_hat - x_hat * Σ(g_hat*x_hat)).
-        parallel(lambda xb, cb, mb, ib: _scale_shift(xp.subtract(xb, mb, out=cb), ib, 0), x, centred, mean, inv_std)
+        # NOTE: x_hat = (x - mean_dt - delta) * inv_std, with delta the rounding of the float64 mean to x's dtype.
+        parallel(lambda xb, cb, mb, db, ib: _standardize_affine(xp.subtract(xb, mb, out=cb), db, ib, 1, 0), x, centred,
+                 mean.astype(dt), (mean - mean.astype(dt)).astype(dt), inv_std.astype(dt))
         x_hat = centred
-        grads.append(sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
+        if weight is not None:
+            grads.append(sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
         if self.bias_shape is not None:
             grads.append(sum_to(gy, self.bias_shape) if self.needs_input_grad[-1] else None)
-        g_hat = gy * weight
-        sum_g_hat = g_hat.sum(axis=axes, keepdims=True)
-        sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True)
+        g_hat = gy * weight if weight is not None else gy
+        sum_g_hat, sum_g_hat_xhat = _sums(xp, x_hat, g_hat, axes)
         gx = x_hat
-        parallel(_combine, gx, g_hat, -sum_g_hat_xhat / m, sum_g_hat / m, inv_std)
+        parallel(_combine, gx, g_hat, (-sum_g_hat_xhat / m).astype(dt), (sum_g_hat / m).astype(dt), inv_std.astype(dt))
         return gx, grads
 
 
@@ -312,7 +335,9 @@ class RMSNormalize(Function):
         m = 1
         for a in axes:
             m *= x.shape[a]
-        inv_rms = 1 / xp.sqrt(reduce_dot(xp, x, x, axes) / m + eps)
+        parallel = self.backend.parallel
+        sum_sq = _join(xp, parallel(lambda xb: (reduce_dot(xp, _f64(xp, xb), _f64(xp, xb), axes),), x), axes)[0]
+        inv_rms = (1 / xp.sqrt(sum_sq / m + eps)).astype(x.dtype)
         x_hat = x * inv_rms
         y = x_hat * weight if weight is not None else x_hat.copy()
         self.x_hat, self.inv_rms, self.weight, self.axes, self.m = x_hat, inv_rms, weight, axes, m

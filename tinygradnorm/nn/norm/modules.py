@@ -4,6 +4,7 @@ import warnings
 from ...autograd import no_grad
 from ...creation import ones, tensor, zeros
 from ...dtypes import int64
+from ...ops._util import check_tensor
 from ..module import Module, Parameter
 from . import functional as F
 from .functional import IMPLS
@@ -80,6 +81,7 @@ class _NormBase(Module):
             self.bias.zero_()
 
     def _check_input_dim(self, input):
+        check_tensor(self._function, input)
         dims = self._dims
         if input.ndim not in dims:
             want = " or ".join(f"{d}D" for d in dims)
@@ -92,6 +94,8 @@ class _NormBase(Module):
 
 
 class _BatchNorm(_NormBase):
+    _function = "batch_norm"
+
     def forward(self, input):
         self._check_input_dim(input)
         channels = input.shape[1]
@@ -130,6 +134,8 @@ class BatchNorm3d(_BatchNorm):
 
 
 class _InstanceNorm(_NormBase):
+    _function = "instance_norm"
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False, device=None,
                  dtype=None, *, bias=True, impl="fused"):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias,
@@ -186,6 +192,7 @@ class LayerNorm(Module):
         _affine_params(self, shape, elementwise_affine, bias, device, dtype)
 
     def forward(self, input):
+        check_tensor("layer_norm", input)
         F._check_trailing("LayerNorm", input, self.normalized_shape)
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps, impl=self.impl)
 
@@ -210,6 +217,7 @@ class GroupNorm(Module):
         _affine_params(self, num_channels, affine, bias, device, dtype)
 
     def forward(self, input):
+        check_tensor("group_norm", input)
         if input.ndim < 2 or input.shape[1] != self.num_channels:
             raise ValueError(f"GroupNorm expected input (N, {self.num_channels}, *) with {self.num_channels} channels "
                              f"at dim 1, got input of shape {tuple(input.shape)}")
