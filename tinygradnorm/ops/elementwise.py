@@ -101,8 +101,11 @@ class Where(Function):
 
 def _binary(cls, a, b, name):
     a, b = pair(a, b, name)
-    broadcast_shape(a.shape, b.shape, name)  # raises the clear message when the shapes do not broadcast
-    return cls.apply(a, b)
+    try:
+        return cls.apply(a, b)
+    except ValueError:
+        broadcast_shape(a.shape, b.shape, name)  # raises the clear message when that is the cause
+        raise
 
 
 def _alpha(b, alpha, name):
@@ -134,8 +137,7 @@ def div(a, b):
     a, b = pair(a, b, "div")
     if a.dtype.kind != "f":
         a, b = a.to(float32), b.to(float32)
-    broadcast_shape(a.shape, b.shape, "div")
-    return Div.apply(a, b)
+    return _binary(Div, a, b, "div")
 def maximum(a, b): return _binary(Maximum, a, b, "maximum")
 def minimum(a, b): return _binary(Minimum, a, b, "minimum")
 
