@@ -30,6 +30,8 @@ class Tensor:
                                 "expected numbers, nested lists of numbers, or a NumPy/CuPy array")
         else:
             arr = transfer(data, src, dev)
+        if arr.dtype.kind == "c":
+            raise NotImplementedError(f"complex tensors are not supported (got data of dtype {arr.dtype})")
         if dtype is not None and arr.dtype != dtype:
             arr = arr.astype(dtype)
         elif not arr.flags.writeable:
@@ -290,6 +292,13 @@ class Tensor:
     def __ge__(self, other): return ops.ge(self, other)
     def __eq__(self, other): return ops.eq(self, other)
     def __ne__(self, other): return ops.ne(self, other)
+    def __and__(self, other): return ops.bitwise_and(self, other)
+    def __rand__(self, other): return ops.bitwise_and(other, self)
+    def __or__(self, other): return ops.bitwise_or(self, other)
+    def __ror__(self, other): return ops.bitwise_or(other, self)
+    def __xor__(self, other): return ops.bitwise_xor(self, other)
+    def __rxor__(self, other): return ops.bitwise_xor(other, self)
+    def __invert__(self): return ops.bitwise_not(self)
     __hash__ = object.__hash__
 
     def __getitem__(self, index): return ops.getitem(self, index)
@@ -329,8 +338,8 @@ class Tensor:
     def mean(self, dim=None, keepdim=False, *, axis=None): return ops.mean(self, dim, keepdim, axis=axis)
     def var(self, dim=None, *, correction=None, keepdim=False, axis=None, unbiased=None):
         return ops.var(self, dim, correction=correction, keepdim=keepdim, axis=axis, unbiased=unbiased)
-    def std(self, dim=None, *, correction=None, keepdim=False, axis=None):
-        return ops.sqrt(ops.var(self, dim, correction=correction, keepdim=keepdim, axis=axis))
+    def std(self, dim=None, *, correction=None, keepdim=False, axis=None, unbiased=None):
+        return ops.sqrt(ops.var(self, dim, correction=correction, keepdim=keepdim, axis=axis, unbiased=unbiased))
     def max(self, dim=None, keepdim=False, *, axis=None): return ops.max(self, dim, keepdim, axis=axis)
     def min(self, dim=None, keepdim=False, *, axis=None): return ops.min(self, dim, keepdim, axis=axis)
     def amax(self, dim=None, keepdim=False): return ops.amax(self, dim, keepdim)
@@ -338,14 +347,15 @@ class Tensor:
     def argmax(self, dim=None, keepdim=False, *, axis=None): return ops.argmax(self, dim, keepdim, axis=axis)
     def argmin(self, dim=None, keepdim=False, *, axis=None): return ops.argmin(self, dim, keepdim, axis=axis)
     def logsumexp(self, dim, keepdim=False): return ops.logsumexp(self, dim, keepdim)
-    def softmax(self, dim): return ops.softmax(self, dim)
-    def log_softmax(self, dim): return ops.log_softmax(self, dim)
+    def softmax(self, dim, dtype=None): return ops.softmax(self, dim, dtype)
+    def log_softmax(self, dim, dtype=None): return ops.log_softmax(self, dim, dtype)
 
     # ---- movement ---------------------------------------------------------------
     def reshape(self, *shape): return ops.reshape(self, *shape)
     def view(self, *shape): return ops.reshape(self, *shape)
     def permute(self, *dims): return ops.permute(self, *dims)
     def transpose(self, dim0, dim1): return ops.transpose(self, dim0, dim1)
+    def t(self): return ops.t(self)
     def flatten(self, start_dim=0, end_dim=-1): return ops.flatten(self, start_dim, end_dim)
     def squeeze(self, dim=None): return ops.squeeze(self, dim)
     def unsqueeze(self, dim): return ops.unsqueeze(self, dim)

@@ -1,5 +1,5 @@
 """tinygradnorm.nn.functional: stateless layers, in PyTorch's names and signatures."""
-from ..ops import log_softmax, softmax, relu, sigmoid, tanh, pad  # noqa: F401  (re-exported)
+from ..ops import log_softmax, softmax, relu, sigmoid, tanh, pad, where  # noqa: F401  (re-exported)
 from ..ops._util import check_tensor
 from ..ops.conv import AvgPool2d, Conv2d, MaxPool2d, _out_size, _pair
 from ..ops.linalg import Linear
@@ -78,7 +78,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     if bias is not None:
         check_tensor("conv2d", bias, "bias", 3)
     _same_dtype("conv2d", x, weight, bias, lambda a, b: f"Input type ({a}) and weight type ({b}) should be the same")
-    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    if isinstance(padding, str):
+        x, padding = _padding_for(padding, x, weight, stride, dilation)
+    padding = _pair(padding, "padding")
     if weight.ndim != 4:
         raise ValueError(f"conv2d: weight must be 4D (out_channels, in_channels, kH, kW), got {tuple(weight.shape)}")
     if weight.shape[1] != x.shape[1]:
@@ -91,6 +94,21 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     args = (x, weight) if bias is None else (x, weight, bias)
     y = Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation)
     return y.squeeze(0) if unbatched else y
+
+
+def _padding_for(mode, x, weight, stride, dilation):
+    """conv2d's padding='valid' (none) or 'same' (the output keeps the input's size; stride 1 only). Where 'same'
+    needs an odd total, the extra row or column goes after the input, as in PyTorch."""
+    if mode == "valid":
+        return x, (0, 0)
+    if mode != "same":
+        raise ValueError(f"conv2d: Invalid padding string {mode!r}, should be one of ('valid', 'same')")
+    if stride != (1, 1):
+        raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions (got stride {stride})")
+    total = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
+    if total[0] % 2 or total[1] % 2:
+        x = pad(x, (0, total[1] % 2, 0, total[0] % 2))
+    return x, (total[0] // 2, total[1] // 2)
 
 
 def _pool(op, cls, input, kernel_size, stride, padding):
@@ -120,16 +138,62 @@ def max_pool2d(input, kernel_size, stride=None, padding=0):
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    """Negative log-likelihood of class indices: input (N, C[, d...]) log-probabilities, target (N[, d...]) int64."""
-    _check_classification("nll_loss", input, target, weight, ignore_index, reduction)
-    return NLLLoss.apply(input, target=target.data, weight=None if weight is None else weight.data,
+    """Negative log-likelihood of class indices: input (N, C[, d...]) or unbatched (C,) log-probabilities,
+    target (N[, d...]) or () int64."""
+    input, target, unbatched = _classification("nll_loss", input, target, weight, ignore_index, reduction)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"nll_loss: expected target of class indices with dtype int64, got dtype {target.dtype} and "
+                        f"shape {tuple(target.shape)}; convert labels with target.long()")
+    loss = NLLLoss.apply(input, target=target.data, weight=None if weight is None else weight.data,
                          ignore_index=ignore_index, reduction=reduction)
+    return loss.reshape(()) if unbatched and reduction == "none" else loss
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    """log_softmax over dim 1, then nll_loss: the usual classification loss on raw logits."""
-    _check_classification("cross_entropy", input, target, weight, ignore_index, reduction)
-    return nll_loss(log_softmax(input, 1), target, weight, ignore_index, reduction)
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """The usual classification loss on raw logits: log_softmax over the class dim, then the negative
+    log-likelihood of the targets, as torch.nn.functional.cross_entropy.
+
+    target holds class indices (int64, shaped like input without its class dim) or class probabilities
+    (floating point, shaped like input). label_smoothing mixes each target with the uniform distribution.
+    """
+    input, target, unbatched = _classification("cross_entropy", input, target, weight, ignore_index, reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    logp = log_softmax(input, 1)
+    c = input.shape[1]
+    w = None if weight is None else weight.reshape((1, c) + (1,) * (input.ndim - 2))
+    if target.dtype.kind == "f":
+        # NOTE: class probabilities: -Σ_c w_c t_c log p_c per sample; the mean is over samples, not weights.
+        if label_smoothing > 0:
+            target = target * (1 - label_smoothing) + label_smoothing / c
+        per = -(logp * target if w is None else logp * target * w).sum(1)
+        loss = per if reduction == "none" else per.sum() if reduction == "sum" else per.sum() / (input.numel() // c)
+    else:
+        loss = nll_loss(logp, target, weight, ignore_index, reduction)
+        if label_smoothing > 0:
+            # NOTE: the smoothing term -Σ_c w_c log p_c / C, zero where the target is ignored, and normalized
+            # like nll_loss's mean (by the kept targets' weights), as PyTorch does.
+            kept = target.ne(ignore_index)
+            smooth = where(kept, -(logp if w is None else logp * w).sum(1), 0.0)
+            if reduction == "mean":
+                norm = kept.sum() if weight is None else (weight[target.data * kept.data] * kept).sum()
+                smooth = smooth.sum() / norm
+            elif reduction == "sum":
+                smooth = smooth.sum()
+            loss = loss * (1 - label_smoothing) + smooth * (label_smoothing / c)
+    return loss.reshape(()) if unbatched and reduction == "none" else loss
+
+
+def _classification(op, input, target, weight, ignore_index, reduction):
+    """Check the arguments of a classification loss; an unbatched input (C,) becomes a batch of one."""
+    check_tensor(op, input)
+    check_tensor(op, target, "target", 2)
+    unbatched = input.ndim == 1
+    if unbatched:
+        input = input.unsqueeze(0)
+        target = target.unsqueeze(0)
+    _check_classification(op, input, target, weight, ignore_index, reduction)
+    return input, target, unbatched
 
 
 def _check_classification(op, input, target, weight, ignore_index, reduction):
@@ -138,13 +202,22 @@ def _check_classification(op, input, target, weight, ignore_index, reduction):
                         f"{type(target).__name__})")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS} (got {reduction!r})")
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"{op}: expected target of class indices with dtype int64, got dtype {target.dtype} and "
-                        f"shape {tuple(target.shape)}; convert labels with target.long() (class probabilities "
-                        "are not supported)")
     if input.dtype.kind != "f":
         raise TypeError(f"{op}: expected floating-point input, got dtype {input.dtype}")
-    if input.ndim < 2 or target.shape != input.shape[:1] + input.shape[2:]:
+    if target.dtype.kind == "f":
+        if ignore_index != -100:
+            raise ValueError(f"{op}: ignore_index is not supported for floating point target (class probabilities); "
+                             f"got ignore_index={ignore_index}")
+        if target.shape != input.shape:
+            raise ValueError(f"{op}: a target of class probabilities must have the input's shape: expected "
+                             f"{tuple(input.shape)}, got {tuple(target.shape)}; for class indices use an int64 "
+                             "target (target.long())")
+        if target.dtype != input.dtype:
+            raise RuntimeError(f"{op}: expected target of dtype {input.dtype} (the input's), got {target.dtype}")
+    elif target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: expected target of class indices (int64) or class probabilities (floating point), "
+                        f"got dtype {target.dtype}")
+    elif input.ndim < 2 or target.shape != input.shape[:1] + input.shape[2:]:
         raise ValueError(f"{op}: expected input (N, C, ...) and target (N, ...) with matching N and trailing dims, "
                          f"got input {tuple(input.shape)} and target {tuple(target.shape)}")
     if input.device is not target.device:
@@ -152,7 +225,9 @@ def _check_classification(op, input, target, weight, ignore_index, reduction):
                            f"with target.to('{input.device}')")
     if weight is not None and tuple(weight.shape) != (input.shape[1],):
         raise ValueError(f"{op}: weight must have shape ({input.shape[1]},), one per class, got {tuple(weight.shape)}")
-    if target.device.type == "cpu" and target.numel():
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(f"{op}: expected weight of dtype {input.dtype} (the input's), got {weight.dtype}")
+    if target.device.type == "cpu" and target.numel() and target.dtype.kind != "f":
         # NOTE: checked on the CPU only: on a GPU this would cost a host sync every step.
         t = target.data
         bad = (t != ignore_index) & ((t < 0) | (t >= input.shape[1]))

@@ -79,8 +79,8 @@ class Linear(Module):
     def reset_parameters(self):
         _reset_parameters(self)
 
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, input):
+        return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -95,13 +95,18 @@ class Conv2d(Module):
         _positive("Conv2d", "in_channels", in_channels)
         _positive("Conv2d", "out_channels", out_channels)
         if groups != 1:
-            raise ValueError(f"Conv2d: only groups=1 is supported (got groups={groups})")
+            raise NotImplementedError(f"Conv2d: only groups=1 is supported (got groups={groups})")
         if padding_mode != "zeros":
-            raise ValueError(f"Conv2d: only padding_mode='zeros' is supported (got {padding_mode!r})")
+            raise NotImplementedError(f"Conv2d: only padding_mode='zeros' is supported (got {padding_mode!r})")
         pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding, self.dilation = (pair(kernel_size), pair(stride), pair(padding),
-                                                                      pair(dilation))
+        self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
+        self.padding = padding if isinstance(padding, str) else pair(padding)
+        if padding not in ("same", "valid") and isinstance(padding, str):
+            raise ValueError(f"Conv2d: Invalid padding string {padding!r}, should be one of ('valid', 'same')")
+        if padding == "same" and self.stride != (1, 1):
+            raise ValueError(f"Conv2d: padding='same' is not supported for strided convolutions (got stride "
+                             f"{self.stride})")
         self.groups, self.padding_mode = groups, padding_mode
         _weight_and_bias(self, (out_channels, in_channels) + self.kernel_size, bias, device, dtype)
 
@@ -114,7 +119,7 @@ class Conv2d(Module):
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
-            s += f", padding={self.padding}"
+            s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
         if self.bias is None:
@@ -198,12 +203,31 @@ class Dropout(Module):
         return f"p={self.p}, inplace=False"
 
 
-class CrossEntropyLoss(Module):
-    """cross_entropy on logits and int64 class indices."""
+class _WeightedLoss(Module):
+    """A loss with an optional per-class weight, kept as a buffer (so it moves with .to() and is in state_dict)."""
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__()
-        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        if reduction not in F._REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: {reduction!r} is not a valid value for reduction; expected one "
+                             f"of {F._REDUCTIONS}")
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    """cross_entropy on logits and class indices or class probabilities, with optional label smoothing."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, ignore_index, reduction)
+        self.label_smoothing = label_smoothing
 
     def forward(self, input, target):
-        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction)
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
+
+
+class NLLLoss(_WeightedLoss):
+    """nll_loss on log-probabilities and class indices."""
+
+    def forward(self, input, target):
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)

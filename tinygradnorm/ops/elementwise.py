@@ -2,7 +2,7 @@
 from ..autograd import Function, _device_mismatch
 from ..dtypes import float32
 from ..tensor import Tensor
-from ._util import broadcast_shape, check_tensor, compiled_kernels, contiguous, pair, sum_to
+from ._util import as_tensor, broadcast_shape, check_tensor, compiled_kernels, contiguous, pair, sum_to
 
 
 # ---- binary arithmetic ------------------------------------------------------------
@@ -55,11 +55,13 @@ class Pow(Function):
     def backward(self, g):
         xp, a, b = self.xp, self.a, self.b
         ga = gb = None
+        zero = g.dtype.type(0)
         if self.needs_input_grad[0]:
-            ga = sum_to(g * b * a ** (b - 1), a.shape)
+            # NOTE: b * a**(b-1) is 0 * inf at a = 0, b = 0; PyTorch takes it as 0, so does this.
+            ga = sum_to(xp.where(b == 0, zero, g * b * a ** (b - 1)), a.shape)
         if self.needs_input_grad[1]:
-            # NOTE: d(a**b)/db = a**b * log(a), defined for a > 0 only.
-            gb = sum_to(g * self.out * xp.log(a), b.shape)
+            # NOTE: d(a**b)/db = a**b * log(a), defined for a > 0 only; at a = 0, b >= 0 it is 0, as in PyTorch.
+            gb = sum_to(xp.where((a == 0) & (b >= 0), zero, g * self.out * xp.log(a)), b.shape)
         return ga, gb
 
 
@@ -69,10 +71,7 @@ class Maximum(Function):
         return self.xp.maximum(a, b)
 
     def backward(self, g):
-        # NOTE: at ties each input gets half the gradient, as in PyTorch.
-        a, b = self.a, self.b
-        wa = (a > b) + 0.5 * (a == b)
-        return sum_to(g * wa, a.shape), sum_to(g * (1 - wa), b.shape)
+        return _pick_grads(self.xp, g, self.a, self.b, self.b > self.a, self.a > self.b)
 
 
 class Minimum(Function):
@@ -81,9 +80,17 @@ class Minimum(Function):
         return self.xp.minimum(a, b)
 
     def backward(self, g):
-        a, b = self.a, self.b
-        wa = (a < b) + 0.5 * (a == b)
-        return sum_to(g * wa, a.shape), sum_to(g * (1 - wa), b.shape)
+        return _pick_grads(self.xp, g, self.a, self.b, self.b < self.a, self.a < self.b)
+
+
+def _pick_grads(xp, g, a, b, b_wins, a_wins):
+    """The gradients of maximum/minimum: the winner takes g, ties share it in halves.
+
+    NOTE: as in PyTorch, where a comparison involves nan neither side "wins", so both get all of g.
+    """
+    shared = xp.where(a == b, g * 0.5, g)
+    zero = g.dtype.type(0)
+    return sum_to(xp.where(b_wins, zero, shared), a.shape), sum_to(xp.where(a_wins, zero, shared), b.shape)
 
 
 class Where(Function):
@@ -129,7 +136,13 @@ def sub(a, b, *, alpha=1):
 
 
 def mul(a, b): return _binary(Mul, a, b, "mul")
-def pow(a, b): return _binary(Pow, a, b, "pow")
+
+
+def pow(a, b):
+    """a ** b; one of the two may be a Python number, not both (as in PyTorch)."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"pow(): one argument must be a Tensor (got {type(a).__name__} and {type(b).__name__})")
+    return _binary(Pow, a, b, "pow")
 
 
 def div(a, b):
@@ -138,8 +151,18 @@ def div(a, b):
     if a.dtype.kind != "f":
         a, b = a.to(float32), b.to(float32)
     return _binary(Div, a, b, "div")
-def maximum(a, b): return _binary(Maximum, a, b, "maximum")
-def minimum(a, b): return _binary(Minimum, a, b, "minimum")
+def maximum(a, b):
+    """The elementwise max of two tensors (PyTorch takes no Python number here)."""
+    check_tensor("maximum", a)
+    check_tensor("maximum", b, "other", 2)
+    return _binary(Maximum, a, b, "maximum")
+
+
+def minimum(a, b):
+    """The elementwise min of two tensors (PyTorch takes no Python number here)."""
+    check_tensor("minimum", a)
+    check_tensor("minimum", b, "other", 2)
+    return _binary(Minimum, a, b, "minimum")
 
 
 def where(condition, a, b):
@@ -206,7 +229,9 @@ class Abs(Function):
         return self.xp.abs(x)
 
     def backward(self, g):
-        return g * self.xp.sign(self.x)
+        # NOTE: the sign as (x > 0) - (x < 0): 0 at nan, as PyTorch's sign is, so a nan input gets gradient 0.
+        x = self.x
+        return g * ((x > 0).astype(g.dtype) - (x < 0))
 
 
 class Tanh(Function):
@@ -286,11 +311,51 @@ def relu(x): return Relu.apply(check_tensor("relu", x))
 
 
 def clip(x, min=None, max=None):
-    """Clamp to [min, max]; either bound may be None."""
+    """Clamp to [min, max]; either bound may be None, a number or a tensor (broadcast, and given its gradient).
+
+    Where min > max the result is max, as in PyTorch.
+    """
     check_tensor("clamp", x)
     if min is None and max is None:
-        raise ValueError("clip: at least one of min or max must not be None")
-    return Clip.apply(x, lo=min, hi=max)
+        raise ValueError("clamp: At least one of 'min' or 'max' must not be None")
+    if not isinstance(min, Tensor) and not isinstance(max, Tensor):
+        return Clip.apply(x, lo=min, hi=max)
+    bounds = [as_tensor(b, x) for b in (min, max) if b is not None]
+    bounds = [b if b.dtype == x.dtype else b.to(x.dtype) for b in bounds]
+    return ClampTensors.apply(x, *bounds, has_lo=min is not None, has_hi=max is not None)
+
+
+class ClampTensors(Function):
+    """min(max(x, lo), hi) with tensor bounds (broadcast); a nan anywhere gives nan.
+
+    The gradients are PyTorch's masks: x gets g where lo <= x <= hi, lo where x < lo < hi, hi where x > hi
+    or hi < lo (where the bounds cross, the result is hi).
+    """
+
+    def forward(self, x, *bounds, has_lo, has_hi):
+        xp = self.xp
+        self.x, self.lo, self.hi = x, bounds[0] if has_lo else None, bounds[-1] if has_hi else None
+        y = x
+        if has_lo:
+            y = xp.maximum(y, self.lo)
+        if has_hi:
+            y = xp.minimum(y, self.hi)
+        return y
+
+    def backward(self, g):
+        x, lo, hi = self.x, self.lo, self.hi
+        inside = True
+        grads = []
+        if lo is not None:
+            inside = x >= lo
+        if hi is not None:
+            inside = inside & (x <= hi)
+        grads.append(sum_to(g * inside, x.shape))
+        if lo is not None:
+            grads.append(sum_to(g * ((x < lo) & (lo < hi) if hi is not None else x < lo), lo.shape))
+        if hi is not None:
+            grads.append(sum_to(g * ((x > hi) | (hi < lo) if lo is not None else x > hi), hi.shape))
+        return tuple(grads)
 
 
 def _float(x, op):
@@ -300,6 +365,7 @@ def _float(x, op):
 
 # ---- comparisons (no gradient) ----------------------------------------------------
 def _compare(ufunc_name, a, b):
+    check_tensor(_NAMES.get(ufunc_name, ufunc_name), a)
     a, b = pair(a, b, ufunc_name)
     if a.device is not b.device:
         _device_mismatch(ufunc_name, (a, b))
@@ -310,6 +376,31 @@ def _compare(ufunc_name, a, b):
         broadcast_shape(a.shape, b.shape, ufunc_name)
         raise
     return Tensor._wrap(out, a.device, False, None)
+
+
+_NAMES = {"equal": "eq", "not_equal": "ne", "less": "lt", "less_equal": "le", "greater": "gt", "greater_equal": "ge"}
+
+
+def _bitwise(ufunc_name, a, b):
+    """&, |, ^ of bool or integer tensors (logical for bool), as PyTorch's bitwise ops; no gradient."""
+    a, b = pair(a, b, ufunc_name)
+    for t in (a, b):
+        if t.dtype.kind not in "biu":
+            raise TypeError(f"{ufunc_name}: only bool and integer tensors are supported (got {t.dtype}); compare "
+                            "first, e.g. (x > 0) & (y > 0)")
+    return Tensor._wrap(getattr(a.device.backend.xp, ufunc_name)(a.data, b.data), a.device, False, None)
+
+
+def bitwise_and(a, b): return _bitwise("bitwise_and", a, b)
+def bitwise_or(a, b): return _bitwise("bitwise_or", a, b)
+def bitwise_xor(a, b): return _bitwise("bitwise_xor", a, b)
+
+
+def bitwise_not(x):
+    check_tensor("bitwise_not", x)
+    if x.dtype.kind not in "biu":
+        raise TypeError(f"bitwise_not: only bool and integer tensors are supported (got {x.dtype})")
+    return Tensor._wrap(x.xp.invert(x.data), x.device, False, None)
 
 
 def eq(a, b): return _compare("equal", a, b)

@@ -1,5 +1,8 @@
 """Movement ops: they change how values are laid out, never the values themselves."""
+import functools
+
 from ..autograd import Function, is_grad_enabled, is_inference_mode_enabled
+from ..dtypes import promote_types
 from ..backend import transfer
 from ..tensor import Tensor
 from ._util import check_tensor, dim_index, sum_to
@@ -48,14 +51,22 @@ class Pad(Function):
 
 
 class Cat(Function):
+    """Join along dim. As in PyTorch, 1-D empty arrays take no part (a legacy rule) and get empty gradients."""
+
     def forward(self, *arrays, dim):
-        self.dim, self.sizes = dim, [a.shape[dim] for a in arrays]
-        return self.xp.concatenate(arrays, axis=dim)
+        skip = [a.ndim == 1 and a.shape[0] == 0 for a in arrays]
+        if all(skip):
+            skip = [False] * len(arrays)
+        self.dim, self.sizes = dim, [None if s else a.shape[dim] for a, s in zip(arrays, skip)]
+        return self.xp.concatenate([a for a, s in zip(arrays, skip) if not s], axis=dim)
 
     def backward(self, g):
         grads, start = [], 0
         index = [slice(None)] * g.ndim
         for n in self.sizes:
+            if n is None:
+                grads.append(self.xp.zeros((0,), dtype=g.dtype))
+                continue
             index[self.dim] = slice(start, start + n)
             grads.append(g[tuple(index)])
             start += n
@@ -181,10 +192,22 @@ def permute(x, *dims):
 
 
 def transpose(x, dim0, dim1):
-    dims = list(range(x.ndim))
+    check_tensor("transpose", x)
     a, b = dim_index(dim0, x.ndim, "transpose"), dim_index(dim1, x.ndim, "transpose")
+    if x.ndim == 0:
+        return Reshape.apply(x, shape=())
+    dims = list(range(x.ndim))
     dims[a], dims[b] = dims[b], dims[a]
     return Permute.apply(x, dims=tuple(dims))
+
+
+def t(x):
+    """The transpose of a matrix (a vector or a 0-d tensor is returned as it is), as torch.t."""
+    check_tensor("t", x)
+    if x.ndim > 2:
+        raise ValueError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D (shape "
+                         f"{tuple(x.shape)}); use transpose(dim0, dim1) or permute")
+    return transpose(x, 0, 1) if x.ndim == 2 else Reshape.apply(x, shape=x.shape)
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -231,17 +254,30 @@ def expand(x, *shape):
     return broadcast_to(x, _shape_arg(shape))
 
 
-def pad(x, pad, value=0.0):
-    """Constant padding, PyTorch-style: ``pad`` lists (left, right) pairs from the last dim backwards."""
+def pad(x, pad, mode="constant", value=None):
+    """Constant padding, PyTorch-style: ``pad`` lists (left, right) pairs from the last dim backwards.
+
+    A negative width crops instead, as in PyTorch.
+    """
+    check_tensor("pad", x)
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is supported (got mode={mode!r})")
     pad = tuple(int(p) for p in pad)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
-        raise ValueError(f"pad: padding length must be even and at most 2*ndim = {2 * x.ndim} (got {len(pad)})")
-    if any(p < 0 for p in pad):
-        raise ValueError(f"pad: negative padding is not supported (got {pad}); slice the tensor instead")
+        raise ValueError(f"pad: Padding length must be divisible by 2 and at most 2*ndim = {2 * x.ndim} (got "
+                         f"{len(pad)} for an input of shape {tuple(x.shape)})")
     widths = [(0, 0)] * x.ndim
     for i in range(len(pad) // 2):
         widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-    return Pad.apply(x, widths=tuple(widths), value=value)
+    crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, x.shape))
+    for (lo, hi), n in zip(widths, x.shape):
+        if n + lo + hi < 0:
+            raise ValueError(f"pad: the input size {n} plus negative padding {lo} and {hi} would give a negative "
+                             f"size (input of shape {tuple(x.shape)}, pad {pad})")
+    if any(lo < 0 or hi < 0 for lo, hi in widths):
+        x = getitem(x, crop)
+        widths = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
+    return Pad.apply(x, widths=tuple(widths), value=0.0 if value is None else value)
 
 
 def cat(tensors, dim=0):
@@ -249,13 +285,18 @@ def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of Tensors")
-    ref = tensors[0]
-    d = dim_index(dim, ref.ndim, "cat")
     for i, t in enumerate(tensors):
+        check_tensor("cat", t, f"tensors[{i}]")
+    # NOTE: as in PyTorch, 1-D empty tensors are skipped whatever the other shapes (a legacy rule).
+    kept = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors
+    ref = kept[0]
+    d = dim_index(dim, ref.ndim, "cat")
+    for i, t in enumerate(kept):
         if t.ndim != ref.ndim or any(a != b for j, (a, b) in enumerate(zip(t.shape, ref.shape)) if j != d):
             raise ValueError(f"cat: sizes of tensors must match except in dimension {d}: tensor 0 has shape "
                              f"{tuple(ref.shape)} but tensor {i} has shape {tuple(t.shape)}")
-    return Cat.apply(*tensors, dim=d)
+    dtype = functools.reduce(promote_types, [t.dtype for t in tensors])
+    return Cat.apply(*[t if t.dtype == dtype else t.to(dtype) for t in tensors], dim=d)
 
 
 def stack(tensors, dim=0):

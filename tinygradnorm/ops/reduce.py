@@ -72,26 +72,32 @@ class MaxDim(Function):
 
     def forward(self, x, dim, keepdim, use_min=False):
         xp = self.xp
+        if x.ndim == 0:                    # a 0-d tensor is its own max along "dim 0"
+            self.idx = None
+            return x.copy()
         idx = xp.expand_dims((x.argmin if use_min else x.argmax)(axis=dim), dim)
         self.idx, self.dim, self.in_shape = idx, dim, x.shape
         out = xp.take_along_axis(x, idx, axis=dim)
         return out if keepdim else out.squeeze(dim)
 
     def backward(self, g):
+        if self.idx is None:
+            return g
         gx = self.xp.zeros(self.in_shape, dtype=g.dtype)
         self.xp.put_along_axis(gx, self.idx, g.reshape(self.idx.shape), axis=self.dim)
         return gx
 
 
 class LogSumExp(Function):
-    def forward(self, x, dim, keepdim):
-        self.x, self.dim = x, dim
-        self.out = _logsumexp(self.xp, x, dim)
-        return self.out if keepdim else self.out.squeeze(dim)
+    """log Σ exp(x) over dims (a tuple), computed as max + log Σ exp(x - max)."""
+
+    def forward(self, x, dims, keepdim):
+        self.x, self.kept = x, _kept_shape(x.shape, dims)
+        self.out = _logsumexp(self.xp, x, dims)
+        return self.out if keepdim else self.out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
 
     def backward(self, g):
-        g = g if g.ndim == self.x.ndim else self.xp.expand_dims(g, self.dim)
-        return g * self.xp.exp(self.x - self.out)
+        return g.reshape(self.kept) * self.xp.exp(self.x - self.out)
 
 
 class LogSoftmax(Function):
@@ -116,11 +122,13 @@ class Softmax(Function):
         return out * (g - (g * out).sum(axis=self.dim, keepdims=True))
 
 
-def _finite_max(xp, x, dim):
-    """The max along dim, with -inf/inf rows replaced by 0 so that x - max stays finite-safe (0 along an empty dim)."""
-    if x.shape[dim] == 0:
-        return xp.zeros(_kept_shape(x.shape, (dim,)), dtype=x.dtype)
-    m = x.max(axis=dim, keepdims=True)
+def _finite_max(xp, x, dims):
+    """The max over dims (an int or a tuple), with -inf/inf replaced by 0 so that x - max stays finite-safe
+    (0 over an empty dim)."""
+    dims = (dims,) if isinstance(dims, int) else dims
+    if any(x.shape[d] == 0 for d in dims):
+        return xp.zeros(_kept_shape(x.shape, dims), dtype=x.dtype)
+    m = x.max(axis=dims, keepdims=True)
     return xp.where(xp.isfinite(m), m, 0)
 
 
@@ -159,8 +167,11 @@ def var(x, dim=None, *, correction=None, keepdim=False, axis=None, unbiased=None
     """Variance with ``correction`` subtracted from the count (1, the default: unbiased; 0: biased).
 
     With no degrees of freedom left (m - correction <= 0) the result is nan or inf, with a warning, as in PyTorch.
+    ``var(x, True)`` is PyTorch's older spelling of ``var(x, unbiased=True)``.
     """
     check_tensor("var", x)
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
     if unbiased is not None:
         if correction is not None:
             raise TypeError("var(): pass correction or unbiased, not both")
@@ -229,15 +240,32 @@ def argmin(x, dim=None, keepdim=False, *, axis=None):
 
 
 def logsumexp(x, dim, keepdim=False):
+    """log Σ exp(x) over dim (an int or a tuple of ints)."""
     check_tensor("logsumexp", x)
-    return LogSumExp.apply(x, dim=dim_index(dim, x.ndim, "logsumexp"), keepdim=keepdim)
+    x = x if x.dtype.kind == "f" else x.float()
+    if x.ndim == 0:
+        return LogSumExp.apply(x.reshape(1), dims=(0,), keepdim=False).reshape(())
+    return LogSumExp.apply(x, dims=reduce_dims(dim, x.ndim, None, "logsumexp"), keepdim=keepdim)
 
 
-def log_softmax(x, dim):
-    check_tensor("log_softmax", x)
-    return LogSoftmax.apply(x, dim=dim_index(dim, x.ndim, "log_softmax"))
+def log_softmax(x, dim, dtype=None):
+    """log(softmax(x)) along dim; ``dtype`` casts the input first, as in PyTorch."""
+    return _softmax_like(LogSoftmax, "log_softmax", x, dim, dtype)
 
 
-def softmax(x, dim):
-    check_tensor("softmax", x)
-    return Softmax.apply(x, dim=dim_index(dim, x.ndim, "softmax"))
+def softmax(x, dim, dtype=None):
+    """exp(x) / Σ exp(x) along dim; ``dtype`` casts the input first, as in PyTorch."""
+    return _softmax_like(Softmax, "softmax", x, dim, dtype)
+
+
+def _softmax_like(cls, name, x, dim, dtype):
+    check_tensor(name, x)
+    if dtype is not None:
+        x = x.to(dtype)
+    if x.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point input, got {x.dtype}; pass dtype=tinygradnorm.float32 "
+                        "or convert it first")
+    if x.ndim == 0:
+        dim_index(dim, 0, name)
+        return cls.apply(x.reshape(1), dim=0).reshape(())
+    return cls.apply(x, dim=dim_index(dim, x.ndim, name))

@@ -120,6 +120,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """Normalize each channel (dim 1) over the batch and every other dim, as torch.nn.functional.batch_norm."""
     name = "batch_norm"
     _check_impl(impl)
+    if isinstance(input, Tensor) and input.ndim == 1 and input.numel() == 0:
+        return input.clone()               # PyTorch accepts an empty 1-D input (and only an empty one)
     _check_tensor(name, input, 2)
     if not training:
         for what, t in (("running_mean", running_mean), ("running_var", running_var)):
