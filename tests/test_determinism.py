@@ -94,3 +94,65 @@ def test_conv_weight_gradient_is_bit_identical_across_thread_counts(set_threads)
             F.conv2d(x, w).backward(gy)
             seen.add(w.grad.numpy().tobytes())
     assert len(seen) == 1
+
+
+def _train_in_thread(model, x, y, steps, out, key):
+    opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    out[key] = b"".join(t.numpy().tobytes() for t in list(model.parameters()) + list(model.buffers()))
+
+
+@pytest.mark.usefixtures("cpu_path")
+def test_two_threads_training_their_own_models_match_the_same_work_done_in_turn(set_threads):
+    """Grad mode, the thread pool, the per-thread scratch arrays and the recycled memory are shared by both threads."""
+    import threading
+    set_threads(3)
+
+    def setup(seed):
+        tg.manual_seed(seed)
+        model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Sigmoid(), nn.AvgPool2d(2),
+                              nn.Flatten(), nn.Linear(64, 10), nn.LayerNorm(10), nn.Linear(10, 3))
+        rng = np.random.default_rng(seed)
+        return model, tg.tensor(rng.standard_normal((16, 2, 8, 8)).astype(np.float32)), tg.tensor(rng.integers(0, 3, 16))
+
+    alone, together = {}, {}
+    for seed in (0, 1):
+        _train_in_thread(*setup(seed), 4, alone, seed)
+    jobs = [setup(seed) for seed in (0, 1)]
+    threads = [threading.Thread(target=_train_in_thread, args=(*jobs[seed], 4, together, seed)) for seed in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
+
+
+def test_recycled_memory_is_never_handed_to_two_threads_at_once():
+    """Many threads take, fill, check and drop recycled arrays of a few sizes: a shared block would show."""
+    import threading
+    import time
+    kernels = BACKEND.kernels
+    if kernels is None:
+        pytest.skip(f"no compiled CPU kernels: {BACKEND.kernels_missing}")
+    from tinygradnorm.backend.cpu_kernels import _Recycler
+    recycler = _Recycler(min_bytes=64)
+    clashes = []
+
+    def worker(k):
+        for i in range(300):
+            a = recycler.empty((64 + 64 * (i % 3),), np.float64)
+            a[...] = k
+            time.sleep(0)                   # let the other threads run while this array is alive
+            if (a != k).any():
+                clashes.append(k)
+            del a
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not clashes
