@@ -7,6 +7,8 @@ import pytest
 import tinygradnorm as tg
 from conftest import leaf
 
+pytestmark = pytest.mark.usefixtures("cpu_path")    # both CPU paths: compiled kernels and NumPy alone
+
 
 def _in_order(*steps):
     """Run each (thread index, fn) step in the given order, each in its own long-lived thread."""

@@ -11,6 +11,8 @@ from conftest import leaf
 
 R = np.random.default_rng(5)
 
+pytestmark = pytest.mark.usefixtures("cpu_path")    # both CPU paths: compiled kernels and NumPy alone
+
 
 def _run(lib, body):
     """body(lib) on tinygradnorm or torch: ('error', message) or ('ok', numpy results)."""
