@@ -201,6 +201,20 @@ def test_in_place_on_a_view_that_needs_a_gradient_is_refused():
     assert h.tolist() == [2.0, 4.0, 3.0] and h._version == 1
 
 
+def test_a_differentiable_in_place_op_on_a_tensor_with_plain_views_is_refused():
+    """Without the refusal, (v * 2 + w).sum() would silently miss the path from w through t's add_."""
+    w = leaf([1.0, 2.0, 3.0])
+    t = tg.zeros(3, dtype=tg.float64)
+    v = t[0:2]                                  # a view, made without a graph
+    with pytest.raises(RuntimeError, match=r"add_: .* has views made without a graph.*clone\(\)"):
+        t.add_(w)
+    u = tg.zeros(3, dtype=tg.float64)
+    u.add_(w)                                   # no views: differentiable, as in PyTorch
+    (u * u).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [2.0, 4.0, 6.0])
+    assert v.shape == (2,)
+
+
 def test_views_share_the_version_counter_and_detach_too():
     x = tg.tensor([1.0, 2.0, 3.0, 4.0])
     v, d, c = x.reshape(2, 2), x.detach(), x.clone()

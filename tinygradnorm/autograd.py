@@ -138,12 +138,13 @@ class inference_mode(_Mode):
 
 
 class _Version:
-    """A tensor's version counter, shared with its views: every in-place op bumps it."""
+    """A tensor's version counter, shared with its views: every in-place op bumps it. ``plain_views`` records
+    that a view was made without a graph (see ops/inplace.py)."""
 
-    __slots__ = ("value", "op")
+    __slots__ = ("value", "op", "plain_views")
 
     def __init__(self):
-        self.value, self.op = 0, None
+        self.value, self.op, self.plain_views = 0, None, False
 
 
 def new_version():
@@ -195,7 +196,7 @@ class Function:
             data = xp.asarray(data)  # NOTE: NumPy returns scalars from 0-d results; keep arrays
         out = Tensor._wrap(data, dev, False, None)
         if cls.is_view:
-            share_view(out, inputs[0])
+            share_view(out, inputs[0], record)
         if record:
             fn.link(inputs, out)
         return out
@@ -227,11 +228,13 @@ class Function:
         self.edges, self.needs_input_grad, self.freed = edges, needs, True
 
 
-def share_view(out, src):
+def share_view(out, src, recorded):
     """When ``out``'s array is a view of ``src``'s memory, make ``out`` a view of ``src`` (one version counter)."""
     if _root(out.data) is _root(src.data):
         out._vc = src._vc
         out._base = src if src._base is None else src._base
+        if not recorded and out._vc is not None:
+            out._vc.plain_views = True
 
 
 def _root(a):

@@ -46,6 +46,12 @@ def _differentiable(t, op, operands=()):
                            f"{_describe(t)}). Make the change under `with tinygradnorm.no_grad():`, as optimizers "
                            "do, or use the out-of-place op")
     needed = t.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in operands)
+    if needed and t._vc is not None and t._vc.plain_views:
+        # NOTE: a view made without a graph shares this memory but would keep no path to the new grad_fn, so
+        # a gradient through it would silently miss this op (PyTorch regenerates such views; this refuses).
+        raise RuntimeError(f"{op}: {_describe(t)} has views made without a graph (under no_grad, or before it "
+                           "required grad); an in-place op that needs a gradient would leave them stale. clone() "
+                           "the tensor first, or use the out-of-place op")
     base = t._base
     if base is not None:
         if base.requires_grad and base._ctx is None:
