@@ -110,5 +110,5 @@ def test_save_is_atomic_and_refuses_code(tmp_path, monkeypatch):
     assert loaded["a"].tolist() == [1.0, 2.0] and loaded["n"] == 3
     assert loaded["nested"] == [{"s": "x", "none": None}, (1, 2.5)]
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="is not a file written by tinygradnorm.save"):
+    with pytest.raises(tg.CheckpointError, match="bad.npz.*is damaged or was not written by tinygradnorm.save"):
         tg.load(tmp_path / "bad.npz")

@@ -11,7 +11,7 @@ from .ops import (add, sub, mul, div, pow, neg, eq, ne, lt, le, gt, ge, exp, log
                   max, min, amax, amin, argmax, argmin, logsumexp, softmax, log_softmax, reshape, permute,
                   transpose, flatten, squeeze, unsqueeze, broadcast_to, pad, cat, stack, matmul)
 from .gradcheck import gradcheck, GradcheckError
-from .serialization import save, load, get_rng_state, set_rng_state
+from .serialization import save, load, get_rng_state, set_rng_state, CheckpointError
 from . import nn, optim  # noqa: E402,F401  (tg.nn.Linear, tg.optim.SGD, as in PyTorch)
 
 clamp = clip

@@ -1,19 +1,30 @@
-"""save/load nested dicts and lists of tensors and numbers as .npz files: no pickle, written atomically.
+"""save/load nested dicts and lists of tensors and numbers as .npz files: no pickle, written atomically, checksummed.
 
 Arrays become npz entries ``a0``, ``a1``, ...; everything else (the nesting, the keys, numbers,
-strings, None) is described by a JSON document stored as the ``__structure__`` entry.
+strings, None) is described by a JSON document stored as the ``__structure__`` entry. The zip
+archive's comment holds the sha256 of every byte before it, so that load detects any change to
+the file, even one zip itself would not notice.
 """
+import hashlib
 import io
 import json
 import os
-import tempfile
+import zipfile
 
 import numpy as np
 
+from .atomic import atomic_write
 from .backend import device as as_device
 from .tensor import Tensor
 
-FORMAT = "tinygradnorm.save/1"
+FORMAT = "tinygradnorm.save/2"
+_LEGACY = "tinygradnorm.save/1"          # written before the checksum; still loaded
+_DIGEST = 64                             # hex characters of a sha256, the last bytes of the file
+_EOCD = 22                               # the zip's end-of-central-directory record, without its comment
+
+
+class CheckpointError(ValueError):
+    """A file that load cannot trust: corrupt, truncated, or not written by save."""
 
 
 def save(obj, path):
@@ -50,52 +61,84 @@ def save(obj, path):
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise ValueError(f"save: path must end in .npz (got {path!r})")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # NOTE: atomic: readers see the old file or the new one, never half of one
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+        _sign(f)
+
+
+def _sign(f):
+    """Give the zip written to f a comment holding the sha256 of every byte before it."""
+    with zipfile.ZipFile(f, "a") as z:
+        z.comment = b"0" * _DIGEST
+    size = f.seek(0, io.SEEK_END)
+    digest = hashlib.sha256()
+    f.seek(0)
+    remaining = size - _DIGEST
+    while remaining:
+        chunk = f.read(min(remaining, 1 << 20))
+        digest.update(chunk)
+        remaining -= len(chunk)
+    f.write(digest.hexdigest().encode())
 
 
 def load(path, device=None):
-    """Read what save() wrote; tensors go to ``device`` (default: the CPU)."""
+    """Read what save() wrote; tensors go to ``device`` (default: the CPU). A file that is not intact raises
+    CheckpointError, naming the file and what is wrong with it."""
     path = os.fspath(path)
+    with open(path, "rb") as f:                 # FileNotFoundError stays itself
+        raw = f.read()
+    dev = as_device(device or "cpu")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        signed = _signature_ok(raw)
         files = np.load(io.BytesIO(raw), allow_pickle=False)
         structure = json.loads(bytes(files["__structure__"]).decode())
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise ValueError(f"load: {path!r} is not a file written by tinygradnorm.save ({type(e).__name__}: {e})") from None
-    if structure.get("format") != FORMAT:
-        raise ValueError(f"load: {path!r} has format {structure.get('format')!r}, expected {FORMAT!r}")
-    dev = as_device(device or "cpu")
+        kind = structure.get("format") if isinstance(structure, dict) else None
+        if kind not in (FORMAT, _LEGACY):
+            raise CheckpointError(f"its format is {kind!r}, expected {FORMAT!r}")
+        if kind == FORMAT and not signed:
+            raise CheckpointError("its checksum does not match its content: the file was changed or damaged "
+                                  "after it was written")
+        return _decode(structure["root"], files, dev)
+    except CheckpointError as e:
+        raise CheckpointError(f"load: {path!r} cannot be trusted: {e}") from None
+    except Exception as e:          # noqa: BLE001  (zip, npy, json and key errors all mean a damaged file)
+        raise CheckpointError(f"load: {path!r} is damaged or was not written by tinygradnorm.save "
+                              f"({type(e).__name__}: {e})") from None
 
-    def decode(node):
-        if "tensor" in node:
-            t = Tensor(files[node["tensor"]], device=dev)
-            return t.requires_grad_() if node["requires_grad"] else t
-        if "array" in node:
-            return files[node["array"]]
-        if "dict" in node:
-            return {k: decode(v) for k, v in node["dict"]}
-        if "list" in node:
-            return [decode(v) for v in node["list"]]
-        if "tuple" in node:
-            return tuple(decode(v) for v in node["tuple"])
+
+def _signature_ok(raw):
+    """True when raw ends in a zip comment holding the sha256 of everything before it."""
+    if len(raw) < _EOCD + _DIGEST:
+        return False
+    eocd = raw[-(_EOCD + _DIGEST):-_DIGEST]
+    if eocd[:4] != b"PK\x05\x06" or int.from_bytes(eocd[20:22], "little") != _DIGEST:
+        return False
+    return hashlib.sha256(raw[:-_DIGEST]).hexdigest().encode() == raw[-_DIGEST:]
+
+
+def _decode(node, files, dev):
+    if not isinstance(node, dict):
+        raise CheckpointError(f"its structure holds {node!r} where an entry was expected")
+    if "tensor" in node:
+        t = Tensor(_array(files, node["tensor"]), device=dev)
+        return t.requires_grad_() if node.get("requires_grad") else t
+    if "array" in node:
+        return _array(files, node["array"])
+    if "dict" in node:
+        return {k: _decode(v, files, dev) for k, v in node["dict"]}
+    if "list" in node:
+        return [_decode(v, files, dev) for v in node["list"]]
+    if "tuple" in node:
+        return tuple(_decode(v, files, dev) for v in node["tuple"])
+    if "value" in node:
         return node["value"]
+    raise CheckpointError(f"its structure holds an entry of unknown kind {sorted(node)}")
 
-    return decode(structure["root"])
+
+def _array(files, name):
+    if name not in files.files:
+        raise CheckpointError(f"its structure names the array {name!r}, which the file does not hold")
+    return files[name]
 
 
 def get_rng_state():

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from .download import fetch_from_mirrors
+from .download import DEADLINE, TIMEOUT, fetch_from_mirrors
 from .idx import DatasetError, read_idx
 
 FILES = {
@@ -45,12 +45,13 @@ class FashionMNIST:
     """The train (60,000) or test (10,000) split.
 
     ``images`` is float32 (N, 1, 28, 28) in [0, 1]; ``labels`` is int64 (N,). The files are
-    found or downloaded as ``candidate_dirs`` describes, and verified before use.
+    found or downloaded as ``candidate_dirs`` describes, and verified before use. A download waits
+    at most ``timeout`` seconds per connect or read and ``deadline`` seconds in all, per file.
     """
 
     classes = CLASSES
 
-    def __init__(self, root=None, train=True, download=True, mirrors=None):
+    def __init__(self, root=None, train=True, download=True, mirrors=None, timeout=TIMEOUT, deadline=DEADLINE):
         split = "train" if train else "t10k"
         keys = (f"{split}-images", f"{split}-labels")
         searched = candidate_dirs(root)
@@ -63,7 +64,8 @@ class FashionMNIST:
                 for k in keys:
                     dest = os.path.join(target, FILES[k])
                     if not os.path.exists(dest):
-                        fetch_from_mirrors(FILES[k], mirrors or MIRRORS, dest, CHECKSUMS[k])
+                        fetch_from_mirrors(FILES[k], mirrors or MIRRORS, dest, CHECKSUMS[k], timeout=timeout,
+                                           deadline=deadline)
             except DatasetError as e:
                 raise DatasetError(self._not_found(searched, keys, str(e))) from None
             directory = target

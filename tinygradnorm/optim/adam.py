@@ -9,6 +9,8 @@ class Adam(Optimizer):
     """Adam; weight_decay adds wd * p to the gradient (L2), as torch.optim.Adam does."""
 
     decoupled = False
+    state_spec = {"step": ("number", True), "exp_avg": ("tensor", True), "exp_avg_sq": ("tensor", True),
+                  "max_exp_avg_sq": ("tensor", False)}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         if lr < 0:

@@ -5,6 +5,9 @@ from ..tensor import Tensor
 class Optimizer:
     """Holds parameter groups (each a dict of hyper-parameters and 'params') and per-parameter state."""
 
+    # The state kept per parameter: name -> (kind, required). "tensor" entries have the parameter's shape and dtype.
+    state_spec = {}
+
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
         self.state = {}
@@ -67,32 +70,60 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore state and hyper-parameters saved by state_dict (groups must have the same sizes)."""
+        """Restore state and hyper-parameters saved by state_dict.
+
+        The state must come from the same kind of optimizer over parameters of the same shapes and
+        dtypes: anything else is refused before anything changes, naming the parameter and both shapes.
+        """
+        name = type(self).__name__
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, this optimizer has "
                              f"{len(self.param_groups)}")
         params = {}
-        for saved, group in zip(groups, self.param_groups):
+        for g, (saved, group) in enumerate(zip(groups, self.param_groups)):
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(f"loaded state dict has a group of {len(saved['params'])} parameters where this "
-                                 f"optimizer's group has {len(group['params'])}")
-            params.update(zip(saved["params"], group["params"]))
-            for key, value in saved.items():
-                if key != "params":
-                    group[key] = value
-        self.state = {}
+                                 f"optimizer's group {g} has {len(group['params'])}")
+            theirs, ours = set(saved) - {"params", "initial_lr"}, set(self.defaults)
+            if theirs != ours:
+                raise ValueError(f"{name}.load_state_dict: the state belongs to another kind of optimizer: its "
+                                 f"parameter group {g} has {sorted(theirs)} where {name} has {sorted(ours)}")
+            params.update((i, (g, p)) for i, p in zip(saved["params"], group["params"]))
+        state = {}
         for i, entries in state_dict["state"].items():
-            p = params[int(i)]
-            self.state[p] = {}
-            for key, value in entries.items():
-                if isinstance(value, Tensor):
-                    value = value.numpy()
-                if hasattr(value, "shape") and getattr(value, "ndim", 0) > 0:
-                    value = p.device.backend.asarray(value, dtype=p.dtype)
-                elif hasattr(value, "shape"):
-                    value = value.item()
-                self.state[p][key] = value
+            if int(i) not in params:
+                raise ValueError(f"{name}.load_state_dict: state for parameter {i}, which no parameter group holds")
+            g, p = params[int(i)]
+            state[p] = self._checked_state(entries, p, f"parameter {i} (group {g}, shape {tuple(p.shape)})")
+        for saved, group in zip(groups, self.param_groups):
+            group.update((k, v) for k, v in saved.items() if k != "params")
+        self.state = state
+
+    def _checked_state(self, entries, p, which):
+        """One parameter's saved state as arrays on its device, checked against state_spec."""
+        name = type(self).__name__
+        unknown = set(entries) - set(self.state_spec)
+        missing = {k for k, (_, required) in self.state_spec.items() if required} - set(entries)
+        if unknown or missing:
+            raise ValueError(f"{name}.load_state_dict: the state of {which} has {sorted(entries)}; {name} keeps "
+                             f"{sorted(self.state_spec)}" + (f" and needs {sorted(missing)}" if missing else "")
+                             + ": the state belongs to another kind of optimizer")
+        out = {}
+        for key, value in entries.items():
+            if isinstance(value, Tensor):
+                value = value.numpy()
+            if self.state_spec[key][0] == "tensor":
+                shape, dtype = tuple(getattr(value, "shape", ())), getattr(value, "dtype", None)
+                if shape != tuple(p.shape) or dtype != p.dtype:
+                    raise ValueError(f"{name}.load_state_dict: '{key}' of {which} has shape {shape} and dtype "
+                                     f"{dtype}, but the parameter has shape {tuple(p.shape)} and dtype {p.dtype}: "
+                                     "the state belongs to another model")
+                value = p.device.backend.asarray(value, dtype=p.dtype)
+            elif hasattr(value, "shape"):
+                value = value.item()
+            out[key] = value
+        return out
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]

@@ -6,6 +6,8 @@ from .optimizer import Optimizer
 class SGD(Optimizer):
     """p -= lr * d_p, where d_p is the gradient (+ weight decay), optionally through a momentum buffer."""
 
+    state_spec = {"momentum_buffer": ("tensor", False)}
+
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         if lr < 0:
             raise ValueError(f"Invalid learning rate: {lr}")
