@@ -6,6 +6,7 @@ import http.server
 import os
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -144,6 +145,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.close()
             return
+        if mode == "stall":
+            self.wfile.write(body[:100])              # a start, then silence longer than the read timeout
+            self.wfile.flush()
+            time.sleep(3)
+            return
+        if mode == "trickle":
+            for i in range(len(body)):                # a byte every 20 ms: each read succeeds, the whole never ends
+                try:
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.02)
+            return
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -178,10 +193,25 @@ def test_download_falls_back_to_second_mirror(server):
     assert len(ds) == 30
 
 
-@pytest.mark.parametrize("mode,message", [("corrupt", "sha256|cannot be decompressed"), ("drop", "connection closed|IncompleteRead")])
-def test_download_failures_leave_nothing_behind(server, tmp_path, mode, message):
+@pytest.mark.parametrize("mode,message", [
+    ("corrupt", "sha256|cannot be decompressed"), ("drop", "connection closed|IncompleteRead"),
+    ("stall", "timed out"), ("trickle", "passed its deadline of 0.5 s")])
+def test_download_failures_leave_nothing_behind_and_name_no_deleted_file(server, tmp_path, mode, message):
+    """A server that corrupts, truncates, stalls past the read timeout, or trickles past the overall deadline."""
+    start = time.monotonic()
     with pytest.raises(DatasetError, match=message) as err:
-        FashionMNIST(None, train=False, mirrors=[server + f"/{mode}/"])
-    assert "attempt 2" in str(err.value)  # it retried
+        FashionMNIST(None, train=False, mirrors=[server + f"/{mode}/"], timeout=1, deadline=0.5)
+    assert time.monotonic() - start < 20                  # bounded, however slow the server
+    assert "attempt 2" in str(err.value)                  # it retried
+    assert ".part-" not in str(err.value) and "delete it" not in str(err.value)
     cache = tmp_path / "home" / ".cache" / "tinygradnorm" / "fashion-mnist"
     assert not cache.exists() or not [p for p in os.listdir(cache) if p.endswith(".gz")]
+
+
+def test_a_dead_downloaders_partial_file_is_removed_by_the_next_download(server, tmp_path):
+    cache = tmp_path / "home" / ".cache" / "tinygradnorm" / "fashion-mnist"
+    cache.mkdir(parents=True)
+    stale = cache / ".part-0123456789ab-t10k-images-idx3-ubyte.gz"
+    stale.write_bytes(b"half a file")                     # no writer holds it: its process is gone
+    FashionMNIST(None, train=False, mirrors=[server + "/good/"])
+    assert not stale.exists() and not [p for p in os.listdir(cache) if p.startswith(".part-")]
