@@ -51,12 +51,23 @@ def finite_differences(f, x, eps=1e-6):
     return grad
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Batch norm backward, step by step.")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--features", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line, with no usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv=None):
+    ap = _Parser(description="Batch norm backward, step by step.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--batch", type=int, default=4, help="examples in the batch (m, the values per channel)")
+    ap.add_argument("--features", type=int, default=3, help="channels, each normalized on its own")
+    ap.add_argument("--seed", type=int, default=0, help="seed for the batch, gamma, beta and gy")
+    args = ap.parse_args(argv)
+    if args.batch < 2:
+        ap.error(f"--batch {args.batch}: batch norm needs at least 2 values per channel to have a variance")
+    if args.features < 1:
+        ap.error(f"--features {args.features}: needs at least 1 channel")
     rng = np.random.default_rng(args.seed)
     n, c, eps = args.batch, args.features, 1e-5
     x_np = rng.standard_normal((n, c)) * 2 + 1

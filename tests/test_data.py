@@ -81,18 +81,23 @@ def test_not_found_offline_lists_places_and_fixes(tmp_path, monkeypatch):
     monkeypatch.delenv("TINYGRADNORM_DATA", raising=False)
     monkeypatch.setattr(fm, "SYSTEM_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DatasetError) as err:
-        FashionMNIST(tmp_path / "empty", download=False)
+        FashionMNIST(None, download=False)
     msg = str(err.value)
-    assert str(tmp_path / "empty") in msg and str(tmp_path / "nowhere") in msg and ".cache" in msg
+    assert str(tmp_path / "nowhere") in msg and ".cache" in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "TINYGRADNORM_DATA" in msg
+    with pytest.raises(DatasetError, match=str(tmp_path / "empty")):
+        FashionMNIST(tmp_path / "empty", download=False)
 
 
-def test_search_order_prefers_root_then_env(small, tmp_path, monkeypatch):
+def test_search_order_an_explicit_root_alone_else_env_cache_system(small, tmp_path, monkeypatch):
     other = tmp_path / "env"
     other.mkdir()
     monkeypatch.setenv("TINYGRADNORM_DATA", str(other))
-    assert fm.candidate_dirs("/explicit")[:2] == ["/explicit", str(other)]
+    assert fm.candidate_dirs("/explicit") == ["/explicit"]
+    assert fm.candidate_dirs(None) == [str(other), fm.cache_dir(), fm.SYSTEM_DIR]
     assert FashionMNIST(small, download=False).root == str(small)
+    with pytest.raises(DatasetError, match="were not found in:\n  - " + str(other)):
+        FashionMNIST(other, download=False)        # an explicit root that lacks the files: no silent fallback
     monkeypatch.setenv("TINYGRADNORM_DATA", str(small))
     monkeypatch.setattr(fm, "SYSTEM_DIR", str(tmp_path / "nowhere"))
     assert FashionMNIST(None, download=False).root == str(small)

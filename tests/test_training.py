@@ -32,7 +32,8 @@ def test_short_training_run_clearly_beats_chance(tmp_path):
     assert history[-1]["test_acc"] > 0.7
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3] and metrics["config"]["norm"] == "batch"
-    assert set(metrics["epochs"][0]) == {"epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec"}
+    assert set(metrics["epochs"][0]) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc",
+                                         "examples_per_sec"}
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -32,8 +32,11 @@ def cache_dir():
 
 
 def candidate_dirs(root=None):
-    """Where to look, in order: root, $TINYGRADNORM_DATA, the user cache, the Debian package's directory."""
-    dirs = [root, os.environ.get("TINYGRADNORM_DATA"), cache_dir(), SYSTEM_DIR]
+    """Where to look: root alone when it is given (as torchvision does); else, in order, $TINYGRADNORM_DATA,
+    the user cache and the Debian package's directory."""
+    if root:
+        return [os.fspath(root)]
+    dirs = [os.environ.get("TINYGRADNORM_DATA"), cache_dir(), SYSTEM_DIR]
     return [os.fspath(d) for d in dirs if d]
 
 
