@@ -278,9 +278,8 @@ def parse_args(argv=None):
         ap.error(f"--data-dir {args.data_dir} is not a directory")
     if args.extend is not None and args.resume is None:
         ap.error("--extend continues a checkpoint's run for more epochs; it needs --resume")
-    ok, why = tg.cuda_available() if args.device.startswith("cuda") else (True, "")
-    if not ok:
-        ap.error(f"--device {args.device}: {why}")
+    if args.device.startswith("cuda") and not tg.cuda.is_available():
+        ap.error(f"--device {args.device}: {tg.cuda.unavailable_reason()}")
     try:
         tg.device(args.device)
     except (ValueError, RuntimeError) as e:

@@ -4,16 +4,14 @@ import pytest
 
 import tinygradnorm as tg
 
-DEVICES = ["cpu"] + (["cuda"] if tg.cuda_available()[0] else [])
+DEVICES = ["cpu"] + (["cuda"] if tg.cuda.is_available() else [])
 
 
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request):
     """Every test that takes this runs once per device; CUDA cases skip without CuPy and a GPU."""
-    if request.param == "cuda":
-        ok, why = tg.cuda_available()
-        if not ok:
-            pytest.skip(f"no CUDA device: {why}")
+    if request.param == "cuda" and not tg.cuda.is_available():
+        pytest.skip(f"no CUDA device: {tg.cuda.unavailable_reason()}")
     return request.param
 
 

@@ -50,12 +50,17 @@ def test_cupy_is_not_imported_with_the_package():
 
 
 def test_cuda_unavailability_is_reported_with_a_reason():
-    ok, why = tg.cuda_available()
-    if ok:
+    if tg.cuda.is_available():
         pytest.skip("a GPU is present")
+    assert tg.cuda_available() is False and tg.cuda.is_available() is False and tg.cuda.device_count() == 0
+    why = tg.cuda.unavailable_reason()
     assert why
-    with pytest.raises(RuntimeError, match="device 'cuda:0' is unavailable: "):
+    device = "cuda" if tg.cuda_available() else "cpu"      # the usual idiom picks the CPU here
+    assert device == "cpu"
+    with pytest.raises(RuntimeError, match="device 'cuda:0' is unavailable: " + why[:20]):
         tg.zeros(2, device="cuda")
+    with pytest.raises(RuntimeError, match="unavailable"):
+        tg.cuda.synchronize()
 
 
 def test_devices_are_interned():

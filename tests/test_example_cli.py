@@ -53,7 +53,7 @@ def test_bad_flags_stop_before_training_with_one_line(lenet, capsys, argv, messa
 
 
 def test_cuda_without_a_gpu_stops_with_the_reason(lenet, capsys):
-    if tg.cuda_available()[0]:
+    if tg.cuda.is_available():
         pytest.skip("a GPU is available here")
     err = _fails(lenet, ["--device", "cuda"], capsys)
     assert "--device cuda:" in err and len(err.strip().splitlines()) == 1

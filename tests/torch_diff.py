@@ -65,11 +65,17 @@ OPS = {
     "nn.functional.layer_norm": F.layer_norm, "nn.functional.group_norm": F.group_norm,
     "nn.functional.instance_norm": F.instance_norm, "nn.functional.rms_norm": F.rms_norm,
     "nn.functional.local_response_norm": F.local_response_norm,
+    "nn.functional.leaky_relu": F.leaky_relu, "nn.functional.gelu": F.gelu, "nn.functional.silu": F.silu,
+    "nn.functional.mse_loss": F.mse_loss, "nn.functional.l1_loss": F.l1_loss,
+    "nn.functional.binary_cross_entropy_with_logits": F.binary_cross_entropy_with_logits,
+    "nn.functional.adaptive_avg_pool2d": F.adaptive_avg_pool2d, "nn.functional.max_unpool2d": F.max_unpool2d,
+    "nn.functional.max_unpool2d.grad": F.max_unpool2d,
 }
 
 MODULES = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
            "LayerNorm", "GroupNorm", "RMSNorm", "LocalResponseNorm", "Linear", "Conv2d", "AvgPool2d", "MaxPool2d",
-           "ReLU", "Sigmoid", "Tanh", "CrossEntropyLoss", "NLLLoss"]
+           "ReLU", "Sigmoid", "Tanh", "CrossEntropyLoss", "NLLLoss", "AdaptiveAvgPool2d", "L1Loss", "MSELoss",
+           "BCEWithLogitsLoss", "GELU", "LeakyReLU", "SiLU", "Softmax", "LogSoftmax"]
 
 
 @dataclasses.dataclass
@@ -111,6 +117,8 @@ def _ours(value, torch):
         return {k: _ours(v, torch) for k, v in value.items()}
     if isinstance(value, torch.device):
         return "cpu"
+    if isinstance(value, torch.memory_format):
+        return getattr(tg, str(value).split(".")[-1])
     return value
 
 
@@ -175,7 +183,8 @@ def _compare(ours, theirs, tol):
             if not np.array_equal(x, y):
                 return f"output {i}: {int((x != y).sum())} of {x.size} integers differ"
             continue
-        x, y = x.astype(np.float64), y.astype(np.float64)
+        wide = np.complex128 if "c" in (x.dtype.kind, y.dtype.kind) else np.float64       # complex: both parts
+        x, y = x.astype(wide), y.astype(wide)
         with np.errstate(invalid="ignore"):
             same = (x == y) | (np.isnan(x) & np.isnan(y)) | (np.abs(x - y) <= tol * (1 + np.abs(y)))
         if not same.all():
@@ -220,7 +229,7 @@ def _torch_run(fn, args, kwargs, torch, seed):
 def _our_run(fn, args, kwargs, torch_diff, torch, seed):
     out = fn(*args, **kwargs)
     outs = _outputs(out, tg.Tensor)
-    diff = [o for o in outs if o.requires_grad]
+    diff = [o for o in outs if o.requires_grad and o.dtype.kind == "f"]     # as PyTorch's side: no complex outputs
     leaves = _leaves((args, kwargs), tg.Tensor)
     for leaf in leaves:
         leaf.grad = None
@@ -230,7 +239,7 @@ def _our_run(fn, args, kwargs, torch_diff, torch, seed):
             term = (o * tg.tensor(gy.numpy(), dtype=o.dtype)).sum()
             total = term if total is None else total + term
         total.backward()
-    return outs, [leaf.grad for leaf in leaves], diff
+    return outs, [leaf.grad for leaf in leaves] if diff and leaves else [], diff
 
 
 def run_op_sample(key, fn_theirs, sample, dtype, torch, seed=0):

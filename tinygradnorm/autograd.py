@@ -163,6 +163,7 @@ class Function:
     """
 
     is_view = False
+    complex_grad = False            # True for ops whose backward holds for complex values (see link)
     retained = None                 # a weak reference to the output tensor, after retain_grad()
 
     def forward(self, *arrays, **kwargs):
@@ -206,6 +207,11 @@ class Function:
 
         The versions of the inputs and the output are recorded, for ``_check_versions`` in backward.
         """
+        if out.data.dtype.kind == "c" and not type(self).complex_grad:
+            raise NotImplementedError(
+                f"{type(self).__name__}: gradients through complex values are not supported (its output is "
+                f"{out.data.dtype}); only ops linear with real coefficients, such as where, pass them. Run it under "
+                "no_grad, or keep the values real")
         self.parents = inputs
         edges, versions = [], []
         for t in inputs:
@@ -418,7 +424,7 @@ def _as_input_grad(fn, i, g):
                                "(the shape of that input)")
         g = sum_to(g, x.shape)
     if g.dtype != x.dtype:
-        g = g.astype(x.dtype)
+        g = (g.real if g.dtype.kind == "c" and x.dtype.kind != "c" else g).astype(x.dtype)
     return g
 
 

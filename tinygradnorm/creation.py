@@ -1,5 +1,5 @@
 """Tensor factories. Each asks the device's backend for the array, so none hard-codes numpy."""
-from .backend import default_device, device as as_device
+from .backend import default_device, device as as_device, is_array
 from .dtypes import as_dtype, float32, int64
 from .tensor import Tensor
 
@@ -21,8 +21,52 @@ def _make(array_fn, shape, dtype, device, requires_grad, default=float32):
 
 
 def tensor(data, dtype=None, device=None, requires_grad=False):
-    """A new Tensor from data (PyTorch's torch.tensor)."""
+    """A new Tensor holding a copy of data, as torch.tensor (as_tensor and from_numpy share memory instead)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if is_array(data):
+        data = data.copy()
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """data as a Tensor, sharing its memory when dtype and device allow (a Tensor comes back as it is), as
+    torch.as_tensor."""
+    if isinstance(data, Tensor):
+        dev = as_device(device) if device is not None else data.device
+        return data.to(dev, as_dtype(dtype) or data.dtype)
+    return Tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(array):
+    """A Tensor sharing a NumPy array's memory and dtype, as torch.from_numpy: each sees the other's changes."""
+    cpu = as_device("cpu")
+    if not isinstance(array, cpu.backend.xp.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray (got {type(array).__name__})")
+    if not array.flags.writeable:
+        raise ValueError("from_numpy: the array is read-only, and a tensor that shares it could never change in "
+                         "place; pass array.copy(), or use tinygradnorm.tensor(array)")
+    return Tensor._wrap(array, cpu, False, None)
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False):
+    """Uninitialized memory of shape, as torch.empty: write it before reading it."""
+    return _make(lambda b, s, d: b.xp.empty(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False):
+    """Random integers in [low, high) (int64 by default) from the device's seeded generator, as torch.randint:
+    randint(high, size) or randint(low, high, size)."""
+    if size is None and isinstance(high, (tuple, list)):
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint() missing the size argument: randint(high, size) or randint(low, high, size)")
+    if high is None:
+        low, high = 0, low
+    if not low < high:
+        raise ValueError(f"randint: random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    return _make(lambda b, s, d: b.rng.integers(low, high, s).astype(d), (size,), dtype, device, requires_grad,
+                 int64)
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):

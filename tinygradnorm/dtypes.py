@@ -26,14 +26,16 @@ def is_floating(dtype):
 
 
 def category(dtype):
-    """0 for bool, 1 for integers, 2 for floating point: PyTorch's order for type promotion."""
-    return "bif".index("i" if dtype.kind == "u" else dtype.kind)
+    """0 for bool, 1 for integers, 2 for floating point, 3 for complex: PyTorch's order for type promotion."""
+    return "bifc".index("i" if dtype.kind == "u" else dtype.kind)
 
 
 def promote_types(a, b):
     """PyTorch's promotion of two dtypes: across categories (bool < int < float) the higher one's dtype wins
     (int64 with float32 is float32, where NumPy says float64); within one, NumPy's rule."""
     ca, cb = category(a), category(b)
+    if {ca, cb} == {2, 3}:                  # float32 with complex128 is complex128, float64 with complex64 too
+        return _np.promote_types(a, b)
     if ca != cb:
         return a if ca > cb else b
     return _np.promote_types(a, b)

@@ -3,7 +3,39 @@ import copy
 
 from . import autograd
 from .backend import Device, default_device, device as as_device, device_of_array, is_array, transfer
-from .dtypes import as_dtype, float32, float64, int64, is_floating
+from .dtypes import as_dtype, float16, float32, float64, int64, is_floating
+
+
+class MemoryFormat:
+    """PyTorch's memory formats, named for compatibility: a tinygradnorm array is always row-major, and a format
+    changes no value, so clone and contiguous accept every one."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"tinygradnorm.{self.name}"
+
+
+contiguous_format, preserve_format = MemoryFormat("contiguous_format"), MemoryFormat("preserve_format")
+channels_last, channels_last_3d = MemoryFormat("channels_last"), MemoryFormat("channels_last_3d")
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple of ints, with ``numel()``, as torch.Size."""
+
+    __slots__ = ()
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+    def __repr__(self):
+        return f"tinygradnorm.Size({list(self)})"
 
 
 class Tensor:
@@ -30,8 +62,6 @@ class Tensor:
                                 "expected numbers, nested lists of numbers, or a NumPy/CuPy array")
         else:
             arr = transfer(data, src, dev)
-        if arr.dtype.kind == "c":
-            raise NotImplementedError(f"complex tensors are not supported (got data of dtype {arr.dtype})")
         if dtype is not None and arr.dtype != dtype:
             arr = arr.astype(dtype)
         elif not arr.flags.writeable:
@@ -57,7 +87,7 @@ class Tensor:
     # ---- attributes -------------------------------------------------------------
     @property
     def shape(self):
-        return self.data.shape
+        return Size(self.data.shape)
 
     @property
     def ndim(self):
@@ -70,6 +100,10 @@ class Tensor:
     @property
     def device(self):
         return self._device
+
+    @property
+    def is_cuda(self):
+        return self._device.type == "cuda"
 
     @property
     def T(self):
@@ -104,7 +138,8 @@ class Tensor:
         return self._device.backend.xp
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        """The shape (a Size), or the size of one dim."""
+        return self.shape if dim is None else self.data.shape[dim]
 
     def dim(self):
         return self.ndim
@@ -167,6 +202,12 @@ class Tensor:
     def double(self):
         return self.to(float64)
 
+    def half(self):
+        return self.to(float16)
+
+    def is_contiguous(self):
+        return bool(self.data.flags.c_contiguous)
+
     def long(self):
         return self.to(int64)
 
@@ -192,7 +233,11 @@ class Tensor:
         t._vc = self._vc
         return t
 
-    def clone(self):
+    def clone(self, *, memory_format=preserve_format):
+        """A copy, differentiable (the gradient flows back to self)."""
+        if not isinstance(memory_format, MemoryFormat):
+            raise TypeError(f"clone(): memory_format must be a tinygradnorm memory format, not "
+                            f"{type(memory_format).__name__}")
         return ops.clone(self)
 
     def retain_grad(self):
@@ -306,7 +351,7 @@ class Tensor:
     def add(self, other): return ops.add(self, other)
     def sub(self, other): return ops.sub(self, other)
     def mul(self, other): return ops.mul(self, other)
-    def div(self, other): return ops.div(self, other)
+    def div(self, other, *, rounding_mode=None): return ops.div(self, other, rounding_mode=rounding_mode)
     def pow(self, other): return ops.pow(self, other)
     def neg(self): return ops.neg(self)
     def matmul(self, other): return ops.matmul(self, other)
@@ -362,7 +407,7 @@ class Tensor:
     def expand(self, *shape): return ops.expand(self, *shape)
     def broadcast_to(self, shape): return ops.broadcast_to(self, shape)
     def expand_as(self, other): return ops.broadcast_to(self, other.shape)
-    def contiguous(self): return self
+    def contiguous(self, memory_format=contiguous_format): return self
 
 
 def _rebuild(cls, data, device_name, requires_grad):

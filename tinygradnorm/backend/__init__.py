@@ -91,8 +91,8 @@ def default_device():
 
 
 def cuda_available():
-    """(True, "") when CuPy and a GPU are usable, else (False, the reason)."""
-    return CupyBackend(0).available()
+    """Whether CuPy and a GPU are usable (``tinygradnorm.cuda.unavailable_reason()`` says why not)."""
+    return CupyBackend(0).available()[0]
 
 
 def device_of_array(array):

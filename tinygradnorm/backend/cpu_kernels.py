@@ -130,6 +130,13 @@ class CpuKernels:
             buf = buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
         return _view(buf, nbytes, shape, dtype)
 
+    def erf(self, x):
+        """The error function of a float32 or float64 array (computed in float64)."""
+        flat = np.ascontiguousarray(x).reshape(-1)
+        y = np.empty(flat.size, dtype=x.dtype)
+        self.split(lambda lo, hi: _erf(flat, y, lo, hi), flat.size, flat.nbytes)
+        return y.reshape(x.shape)
+
     # ---- sigmoid and average pooling ----------------------------------------------------------
 
     def sigmoid_forward(self, x):
@@ -147,28 +154,30 @@ class CpuKernels:
         self.split(lambda lo, hi: _sigmoid_backward(yf, gf, gxf, lo, hi), yf.size, y.nbytes)
         return gx
 
-    def avg_pool2d_forward(self, x, kernel, stride, padding, out_hw):
-        """The mean over each window of x (N, C, H, W), padding counted as zeros: y (N, C, OH, OW)."""
+    def avg_pool2d_forward(self, x, kernel, stride, padding, inv):
+        """Each window's sum of x (N, C, H, W), the part inside x, times inv[a, b] (1 / its divisor):
+        y (N, C, OH, OW) with (OH, OW) = inv.shape."""
         n, c, h, w = x.shape
-        y = self.empty((n, c, *out_hw), x.dtype)
+        y = self.empty((n, c, *inv.shape), x.dtype)
         self._over_planes(_avg_pool_2x2_forward, _avg_pool_forward, x.reshape(n * c, h, w),
-                          y.reshape(n * c, *out_hw), kernel, stride, padding)
+                          y.reshape(n * c, *inv.shape), kernel, stride, padding, inv)
         return y
 
-    def avg_pool2d_backward(self, gy, x_shape, kernel, stride, padding):
-        """gx (N, C, H, W) of avg_pool2d_forward: each window's gradient, shared out over its elements."""
+    def avg_pool2d_backward(self, gy, x_shape, kernel, stride, padding, inv):
+        """gx (N, C, H, W) of avg_pool2d_forward: each window's gradient times inv, shared out over its elements."""
         n, c, h, w = x_shape
         gx = self.empty(x_shape, gy.dtype)
         self._over_planes(_avg_pool_2x2_backward, _avg_pool_backward, gy.reshape(n * c, *gy.shape[2:]),
-                          gx.reshape(n * c, h, w), kernel, stride, padding)
+                          gx.reshape(n * c, h, w), kernel, stride, padding, inv)
         return gx
 
-    def _over_planes(self, kernel_2x2, kernel_any, src, dst, kernel, stride, padding):
+    def _over_planes(self, kernel_2x2, kernel_any, src, dst, kernel, stride, padding, inv):
         """Run a pooling kernel from src to dst, (planes, H, W) each, with the planes split over the pool."""
-        if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0):
-            run = lambda lo, hi: kernel_2x2(src, dst, lo, hi)                              # noqa: E731
+        if (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+                and bool((inv == 0.25).all())):
+            run = lambda lo, hi: kernel_2x2(src, dst, lo, hi)                                   # noqa: E731
         else:
-            run = lambda lo, hi: kernel_any(src, dst, *kernel, *stride, *padding, lo, hi)  # noqa: E731
+            run = lambda lo, hi: kernel_any(src, dst, *kernel, *stride, *padding, inv, lo, hi)  # noqa: E731
         self.split(run, src.shape[0], max(src.nbytes, dst.nbytes))
 
     # ---- convolution ----------------------------------------------------------------------
@@ -181,47 +190,55 @@ class CpuKernels:
     # on the shapes only, never on the thread count, and the groups' sums are added in group order:
     # so the result is the same to the bit for any TINYGRADNORM_NUM_THREADS.
 
-    def conv2d_forward(self, x, w, b, stride, padding, dilation, out_hw):
-        """y (N, O, OH, OW) of a 2-D convolution of x (N, C, H, W) with w (O, C, KH, KW), plus b (O,) unless None."""
+    def conv2d_forward(self, x, w, b, stride, padding, dilation, out_hw, groups=1):
+        """y (N, O, OH, OW) of a 2-D convolution of x (N, C, H, W) with w (O, C/G, KH, KW) in G groups, plus b (O,)
+        unless None. One chunk's product is batched over the groups: (G, O/G, K) @ (m, G, K, P), K = C/G*KH*KW."""
         n, o, (oh, ow) = x.shape[0], w.shape[0], out_hw
-        w2 = w.reshape(o, -1)
+        w3 = w.reshape(groups, o // groups, -1)
+        k = w3.shape[2]
         y = self.empty((n, o, oh * ow), x.dtype)
-        chunks = _ConvChunks(x, w2.shape[1], out_hw, _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
+        chunks = _ConvChunks(x, groups * k, out_hw, _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
+        bias = None if b is None else b.reshape(groups, o // groups, 1)
 
         def run(lo, hi):
             for c in range(lo, hi):
                 n0, n1, cols = chunks.columns(c)
-                out = np.matmul(w2, cols, out=y[n0:n1])
-                if b is not None:
-                    out += b[:, None]
-        self.split(run, chunks.count, y.nbytes * w2.shape[1])
+                out = np.matmul(w3, cols.reshape(n1 - n0, groups, k, -1),
+                                out=y[n0:n1].reshape(n1 - n0, groups, o // groups, -1))
+                if bias is not None:
+                    out += bias
+        self.split(run, chunks.count, y.nbytes * k)
         return y.reshape(n, o, oh, ow)
 
-    def conv2d_backward(self, x, w, gy, stride, padding, dilation, need_gx, need_gw, need_gb):
+    def conv2d_backward(self, x, w, gy, stride, padding, dilation, groups, need_gx, need_gw, need_gb):
         """gx, gw and gb of conv2d_forward for the output gradient gy (N, O, OH, OW); None where not needed."""
         n, o, (oh, ow) = x.shape[0], w.shape[0], gy.shape[2:]
-        w2 = w.reshape(o, -1)
-        k = w2.shape[1]
-        gy = np.ascontiguousarray(gy).reshape(n, o, oh * ow)
+        og = o // groups
+        w3 = w.reshape(groups, og, -1)
+        k = w3.shape[2]
+        gy = np.ascontiguousarray(gy).reshape(n, groups, og, oh * ow)
         gx = self.empty(x.shape, x.dtype) if need_gx else None
-        chunks = _ConvChunks(x, k, (oh, ow), _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
-        groups = chunks.groups(o * k * x.itemsize)
-        gw_parts = np.zeros((groups, o, k), dtype=x.dtype) if need_gw else None
-        gb_parts = np.zeros((groups, o), dtype=x.dtype) if need_gb else None
+        chunks = _ConvChunks(x, groups * k, (oh, ow), _conv_geometry(w.shape, stride, padding, dilation),
+                             self.scratch)
+        parts = chunks.groups(o * k * x.itemsize)
+        gw_parts = np.zeros((parts, groups, og, k), dtype=x.dtype) if need_gw else None
+        gb_parts = np.zeros((parts, o), dtype=x.dtype) if need_gb else None
 
         def run(lo, hi):
-            for group in range(lo, hi):
-                for c in chunks.of_group(group, groups):
+            for part in range(lo, hi):
+                for c in chunks.of_group(part, parts):
                     n0, n1, cols = chunks.columns(c, build=need_gw)
+                    cols = cols.reshape(n1 - n0, groups, k, -1)
                     g = gy[n0:n1]
-                    if need_gw:            # gw = sum over the chunk's samples of gy[n] @ cols[n].T
-                        per_sample = self.scratch("gw", (n1 - n0, o, k), x.dtype)
-                        gw_parts[group] += np.matmul(g, cols.transpose(0, 2, 1), out=per_sample).sum(axis=0)
+                    if need_gw:            # gw = sum over the chunk's samples of gy[n] @ cols[n].T, per group
+                        per_sample = self.scratch("gw", (n1 - n0, groups, og, k), x.dtype)
+                        gw_parts[part] += np.matmul(g, cols.transpose(0, 1, 3, 2), out=per_sample).sum(axis=0)
                     if need_gb:
-                        gb_parts[group] += g.sum(axis=(0, 2))
+                        gb_parts[part] += g.sum(axis=(0, 3)).reshape(o)
                     if need_gx:            # the columns' gradient W.T @ gy, added back where each column was read
-                        _col2im(np.matmul(w2.T, g, out=cols), gx, n0, *chunks.geom)
-        self.split(run, groups, gy.nbytes * k)
+                        gcols = np.matmul(w3.transpose(0, 2, 1), g, out=cols)
+                        _col2im(gcols.reshape(n1 - n0, groups * k, -1), gx, n0, *chunks.geom)
+        self.split(run, parts, gy.nbytes * k)
         return gx, _in_order(gw_parts, w.shape), _in_order(gb_parts, (o,))
 
 
@@ -368,6 +385,12 @@ def _col2im(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw):
                                     gx[n0 + m, c, r, s] += g[m, c, i * kw + j, a, b]
 
 
+@njit(nogil=True, cache=True)
+def _erf(x, y, lo, hi):
+    for k in range(lo, hi):
+        y[k] = math.erf(x[k])
+
+
 # ---- sigmoid ------------------------------------------------------------------------
 # sigmoid(x) = 1/(1 + t) for x >= 0 and t/(1 + t) for x < 0, where t = exp(-|x|): t is never
 # above 1, so nothing overflows for any x, and for x << 0 the result keeps its relative
@@ -422,7 +445,7 @@ def _sigmoid_backward(y, gy, gx, lo, hi):
         gx[k] = gy[k] * y[k] * (1 - y[k])
 
 
-# ---- average pooling over (planes, H, W), padding counted in the mean -----------------------
+# ---- average pooling over (planes, H, W): each window's sum times 1 / its divisor -----------------
 # NOTE: the general kernels' window loops have trip counts known only at run time, which keeps
 # the compiler from vectorizing; the common 2x2, stride-2, unpadded case, written out, ran 10x faster.
 @njit(nogil=True, cache=True, fastmath=_FAST)
@@ -452,10 +475,9 @@ def _avg_pool_2x2_backward(gy, gx, lo, hi):
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def _avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, lo, hi):
+def _avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, inv, lo, hi):
     _, h, w = x.shape
     _, oh, ow = y.shape
-    inv = 1.0 / (kh * kw)
     for m in range(lo, hi):
         for a in range(oh):
             r0 = a * sh - ph
@@ -465,21 +487,20 @@ def _avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, lo, hi):
                 for i in range(max(0, -r0), min(kh, h - r0)):            # the window's rows inside x
                     for j in range(max(0, -s0), min(kw, w - s0)):
                         total += x[m, r0 + i, s0 + j]
-                y[m, a, b] = total * inv
+                y[m, a, b] = total * inv[a, b]
 
 
 @njit(nogil=True, cache=True, fastmath=_FAST)
-def _avg_pool_backward(gy, gx, kh, kw, sh, sw, ph, pw, lo, hi):
+def _avg_pool_backward(gy, gx, kh, kw, sh, sw, ph, pw, inv, lo, hi):
     _, h, w = gx.shape
     _, oh, ow = gy.shape
-    inv = 1.0 / (kh * kw)
     for m in range(lo, hi):                    # each plane's gx belongs to one call: no races
         gx[m] = 0
         for a in range(oh):
             r0 = a * sh - ph
             for b in range(ow):
                 s0 = b * sw - pw
-                g = gy[m, a, b] * inv
+                g = gy[m, a, b] * inv[a, b]
                 for i in range(max(0, -r0), min(kh, h - r0)):
                     for j in range(max(0, -s0), min(kw, w - s0)):
                         gx[m, r0 + i, s0 + j] += g

@@ -26,6 +26,15 @@ class CupyBackend:
             return False, f"cuda:{self.index} requested but only {count} GPU(s) are visible"
         return True, ""
 
+    @staticmethod
+    def device_count():
+        """How many GPUs CuPy sees (0 without CuPy or a driver)."""
+        try:
+            import cupy
+            return int(cupy.cuda.runtime.getDeviceCount())
+        except Exception:           # noqa: BLE001  (ImportError, or a CUDA library or driver that is missing)
+            return 0
+
     @property
     def xp(self):
         if self._xp is None:
@@ -49,6 +58,11 @@ class CupyBackend:
 
     def to_host(self, array):
         return array.get()
+
+    def erf(self, x):
+        """The error function, elementwise."""
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(x)
 
     def scatter_add(self, target, index, values):
         """target[index] += values, accumulating repeated indices."""

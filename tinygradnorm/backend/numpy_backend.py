@@ -1,4 +1,5 @@
 """The CPU backend: NumPy arrays."""
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,12 @@ class NumpyBackend:
 
     def to_host(self, array):
         return np.asarray(array)
+
+    def erf(self, x):
+        """The error function, elementwise (NumPy has none): compiled where the kernels are, else per element."""
+        if self.kernels is not None and x.dtype.kind == "f":
+            return self.kernels.erf(x)
+        return np.frompyfunc(math.erf, 1, 1)(x).astype(x.dtype if x.dtype.kind == "f" else np.float64)
 
     def scatter_add(self, target, index, values):
         """target[index] += values, accumulating repeated indices."""

@@ -28,11 +28,13 @@ class TensorDataset:
 class DataLoader:
     """Batches of (inputs, targets) Tensors from a dataset with an ``arrays()`` method (or indexable rows).
 
-    With ``shuffle``, epoch e uses a permutation from a generator seeded with (seed, e), so
-    runs repeat exactly and a resumed run sees the same order as an uninterrupted one.
+    With ``shuffle``, each epoch's order is drawn from the global generator, as in PyTorch, so
+    ``tinygradnorm.manual_seed`` decides it. With ``seed``, epoch e uses a permutation from a
+    generator of its own seeded with (seed, e) instead: the order depends on nothing else, and a
+    resumed run (``set_epoch``) sees the same order as an uninterrupted one.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=0, device=None):
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, device=None):
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"DataLoader: batch_size must be a positive int (got {batch_size!r})")
         self.dataset, self.batch_size, self.shuffle, self.drop_last, self.seed = dataset, batch_size, shuffle, \
@@ -55,7 +57,9 @@ class DataLoader:
 
     def __iter__(self):
         n = len(self._arrays[0])
-        if self.shuffle:
+        if self.shuffle and self.seed is None:
+            order = as_device("cpu").backend.rng.permutation(n)
+        elif self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         else:
             order = None

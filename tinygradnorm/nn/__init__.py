@@ -1,7 +1,11 @@
 """tinygradnorm.nn: Module, Parameter and the layers."""
 from . import functional, init  # noqa: F401
 from .module import Module, Parameter
-from .layers import (AvgPool2d, Conv2d, CrossEntropyLoss, Dropout, Flatten, Identity, Linear, MaxPool2d, NLLLoss,
-                     ReLU, Sequential, Sigmoid, Tanh)
+from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh
+from .containers import ModuleDict, ModuleList, Sequential
+from .layers import Conv2d, Dropout, Dropout2d, Flatten, Identity, Linear
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
+from . import utils  # noqa: F401  (nn.utils.clip_grad_norm_)
 from .norm import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d,
                    LayerNorm, LocalResponseNorm, RMSNorm)

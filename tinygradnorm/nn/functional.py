@@ -1,9 +1,15 @@
-"""tinygradnorm.nn.functional: stateless layers, in PyTorch's names and signatures."""
-from ..ops import log_softmax, softmax, relu, sigmoid, tanh, pad, where  # noqa: F401  (re-exported)
-from ..ops._util import check_tensor
-from ..ops.conv import AvgPool2d, Conv2d, MaxPool2d, _out_size, _pair
+"""tinygradnorm.nn.functional: stateless layers, activations and losses, in PyTorch's names and signatures."""
+import warnings
+
+from .. import ops
+from ..ops import log_softmax, softmax, sigmoid, tanh, pad, where  # noqa: F401  (re-exported)
+from ..ops._util import as_pair as _pair, check_tensor
+from ..ops.conv import Conv2d
+from ..ops.inplace import unary_
 from ..ops.linalg import Linear
-from ..ops.loss import NLLLoss
+from ..ops.loss import BCEWithLogits, L1Loss, MSELoss, NLLLoss
+from ..ops.pool import (AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d, avg_divisors, check_window,
+                        out_size, unpool_size)
 from ..tensor import Tensor
 from .norm.functional import (batch_norm, group_norm, instance_norm, layer_norm, local_response_norm,  # noqa: F401
                               rms_norm)
@@ -11,6 +17,7 @@ from .norm.functional import (batch_norm, group_norm, instance_norm, layer_norm,
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+# ---- linear and convolution ------------------------------------------------------------------------------
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, as torch.nn.functional.linear."""
     check_tensor("linear", input)
@@ -26,19 +33,6 @@ def linear(input, weight, bias=None):
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     return Linear.apply(input, weight) if bias is None else Linear.apply(input, weight, bias)
-
-
-def dropout(input, p=0.5, training=True):
-    """Zero each element with probability p and scale the rest by 1/(1-p); the identity when not training."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    if not training or p == 0:
-        return input
-    if p == 1:
-        return input * 0
-    rng = input.device.backend.rng
-    keep = rng.random(input.shape, dtype=input.dtype if input.dtype.itemsize >= 4 else None) >= p
-    return input * Tensor(keep.astype(input.dtype) / (1 - p), device=input.device)
 
 
 def _same_dtype(op, x, weight, bias, say):
@@ -59,41 +53,49 @@ def _batched(op, x, layout="(N, C, H, W)"):
     return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
 
 
-def _check_output(op, x, kernel, stride, padding, dilation=(1, 1)):
-    oh = _out_size(x.shape[2], kernel[0], stride[0], padding[0], dilation[0])
-    ow = _out_size(x.shape[3], kernel[1], stride[1], padding[1], dilation[1])
-    if oh < 1 or ow < 1:
-        raise ValueError(f"{op}: input of size {tuple(x.shape)} gives output size ({oh}x{ow}) for kernel {kernel}, "
-                         f"stride {stride}, padding {padding}, dilation {dilation}: output size is too small; "
-                         "use a larger input or more padding")
-    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"{op}: stride and dilation must be positive and padding non-negative (got stride {stride}, "
-                         f"padding {padding}, dilation {dilation})")
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation of input (N, C, H, W) with weight (O, C/groups, KH, KW), as torch.nn.functional.conv2d.
 
-
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
-    """2-D cross-correlation of input (N, C, H, W) with weight (O, C, KH, KW), as torch.nn.functional.conv2d."""
+    With groups G, input and output channels split into G groups, each convolved on its own (G = C: depthwise).
+    padding is ints, or 'valid' (none) or 'same' (the output keeps the input's size; stride 1 only).
+    """
     x, unbatched = _batched("conv2d", input)
     check_tensor("conv2d", weight, "weight", 2)
     if bias is not None:
         check_tensor("conv2d", bias, "bias", 3)
     _same_dtype("conv2d", x, weight, bias, lambda a, b: f"Input type ({a}) and weight type ({b}) should be the same")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
-    if isinstance(padding, str):
-        x, padding = _padding_for(padding, x, weight, stride, dilation)
-    padding = _pair(padding, "padding")
     if weight.ndim != 4:
-        raise ValueError(f"conv2d: weight must be 4D (out_channels, in_channels, kH, kW), got {tuple(weight.shape)}")
-    if weight.shape[1] != x.shape[1]:
-        raise ValueError(f"conv2d: weight of size {list(weight.shape)} expected input{list(x.shape)} to have "
-                         f"{weight.shape[1]} channels, but got {x.shape[1]} channels instead")
+        raise ValueError(f"conv2d: weight must be 4D (out_channels, in_channels/groups, kH, kW), got "
+                         f"{tuple(weight.shape)}")
+    if not isinstance(groups, int) or groups < 1 or x.shape[1] % groups or weight.shape[0] % groups:
+        raise ValueError(f"conv2d: groups must be a positive int dividing both the input's {x.shape[1]} channels and "
+                         f"the weight's {weight.shape[0]} output channels (got groups={groups!r})")
+    if weight.shape[1] * groups != x.shape[1]:
+        raise ValueError(f"conv2d: weight of size {list(weight.shape)} with groups={groups} expected input"
+                         f"{list(x.shape)} to have {weight.shape[1] * groups} channels, but got {x.shape[1]} channels "
+                         "instead")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},) to match the weight's out_channels, "
                          f"got {tuple(bias.shape)}")
-    _check_output("conv2d", x, weight.shape[2:], stride, padding, dilation)
+    if isinstance(padding, str):
+        x, padding = _padding_for(padding, x, weight, stride, dilation)
+    padding = _pair(padding, "padding")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d: stride and dilation must be positive and padding non-negative (got stride "
+                         f"{stride}, padding {padding}, dilation {dilation})")
+    _conv_output(x, weight.shape[2:], stride, padding, dilation)
     args = (x, weight) if bias is None else (x, weight, bias)
-    y = Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation)
+    y = Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)
     return y.squeeze(0) if unbatched else y
+
+
+def _conv_output(x, kernel, stride, padding, dilation):
+    oh, ow = (out_size(n, k, s, p, d) for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"conv2d: input of size {tuple(x.shape)} gives output size ({oh}x{ow}) for kernel "
+                         f"{tuple(kernel)}, stride {stride}, padding {padding}, dilation {dilation}: output size is "
+                         "too small; use a larger input or more padding")
 
 
 def _padding_for(mode, x, weight, stride, dilation):
@@ -111,30 +113,188 @@ def _padding_for(mode, x, weight, stride, dilation):
     return x, (total[0] // 2, total[1] // 2)
 
 
-def _pool(op, cls, input, kernel_size, stride, padding):
+# ---- pooling -----------------------------------------------------------------------------------------------
+def _pool_args(op, input, kernel_size, stride, padding, dilation=1, ceil_mode=False):
     x, unbatched = _batched(op, input)
     if x.dtype.kind == "b":
-        raise NotImplementedError(f"\"{op}\" not implemented for 'Bool' (input of shape {tuple(x.shape)}); convert it "
-                                  "first, e.g. x.float()")
+        raise NotImplementedError(f"\"{op}\" not implemented for 'Bool' (input of shape {tuple(x.shape)}); convert "
+                                  "it first, e.g. x.float()")
     kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{op}: pad should be at most half of effective kernel size, but got pad={padding} and "
-                         f"kernel_size={kernel}")
-    _check_output(op, x, kernel, stride, padding)
-    y = cls.apply(x, kernel=kernel, stride=stride, padding=padding)
+    stride = kernel if stride is None or stride == [] or stride == () else _pair(stride, "stride")
+    padding, dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    out_hw = check_window(op, x.shape[2:], kernel, stride, padding, dilation, ceil_mode)
+    return x, unbatched, kernel, stride, padding, dilation, out_hw
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """The mean over each window, as torch.nn.functional.avg_pool2d: padded zeros count in the divisor unless
+    count_include_pad=False; divisor_override replaces the divisor; ceil_mode rounds the output size up."""
+    x, unbatched, kernel, stride, padding, _, out_hw = _pool_args("avg_pool2d", input, kernel_size, stride, padding,
+                                                                  1, ceil_mode)
+    if divisor_override is not None and (not isinstance(divisor_override, int) or divisor_override == 0):
+        raise ValueError(f"avg_pool2d: divisor must be not zero (got divisor_override={divisor_override!r})")
+    div = avg_divisors(x.xp, x.shape[2:], kernel, stride, padding, out_hw, count_include_pad, divisor_override)
+    y = AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw, div=div)
     return y.squeeze(0) if unbatched else y
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0):
-    """Mean over each window; padded zeros count in the mean (PyTorch's count_include_pad=True)."""
-    return _pool("avg_pool2d", AvgPool2d, input, kernel_size, stride, padding)
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """The max over each window (padding never wins), as torch.nn.functional.max_pool2d; with return_indices,
+    also where each max came from (flat indices into the input's planes, for max_unpool2d)."""
+    x, unbatched, kernel, stride, padding, dilation, out_hw = _pool_args("max_pool2d", input, kernel_size, stride,
+                                                                         padding, dilation, ceil_mode)
+    found = {}
+    y = MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, dilation=dilation, out_hw=out_hw,
+                        found=found)
+    indices = Tensor._wrap(found["indices"], y.device, False, None)
+    if unbatched:
+        y, indices = y.squeeze(0), indices.squeeze(0)
+    return (y, indices) if return_indices else y
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0):
-    """Max over each window; padding never wins."""
-    return _pool("max_pool2d", MaxPool2d, input, kernel_size, stride, padding)
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """Put each value back where max_pool2d found it (indices), zeros elsewhere, as torch.nn.functional.max_unpool2d.
+
+    The output size is (in - 1) * stride - 2 * padding + kernel_size unless output_size gives it.
+    """
+    x, unbatched = _batched("max_unpool2d", input)
+    check_tensor("max_unpool2d", indices, "indices", 2)
+    idx = indices.unsqueeze(0) if unbatched else indices
+    if idx.shape != x.shape or idx.dtype.kind not in "iu":
+        raise ValueError(f"max_unpool2d: expected indices of integers with the input's shape {tuple(x.shape)}, got "
+                         f"{idx.dtype} of shape {tuple(idx.shape)}")
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    out_hw = unpool_size(x.shape[2:], kernel, stride, _pair(padding, "padding"))
+    if output_size is not None:
+        out_hw = tuple(output_size)[-2:]
+    plane = out_hw[0] * out_hw[1]
+    if idx.numel() and (int(idx.data.min()) < 0 or int(idx.data.max()) >= plane):
+        raise ValueError(f"max_unpool2d: Found an invalid max index {int(idx.data.max())} (output volumes are of "
+                         f"size {out_hw[0]}x{out_hw[1]})")
+    y = MaxUnpool2d.apply(x, indices=idx.data, out_shape=x.shape[:2] + tuple(out_hw))
+    return y.squeeze(0) if unbatched else y
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """The mean over PyTorch's adaptive bins, so that the output is output_size (an int, a pair, None keeps a dim)."""
+    x, unbatched = _batched("adaptive_avg_pool2d", input)
+    out = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if len(out) != 2:
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be an int or a pair (got {output_size!r})")
+    out = tuple(n if o is None else o for n, o in zip(x.shape[2:], out))
+    if min(out) < 0 or (min(out) == 0 and x.numel()):
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be positive (got {output_size!r})")
+    if x.dtype.kind != "f":
+        raise NotImplementedError(f"\"adaptive_avg_pool2d\" not implemented for {x.dtype} input; convert it first, "
+                                  "e.g. x.float()")
+    y = AdaptiveAvgPool2d.apply(x, out_hw=out)
+    return y.squeeze(0) if unbatched else y
+
+
+# ---- activations -------------------------------------------------------------------------------------------
+def relu(input, inplace=False):
+    """max(x, 0); with inplace, written into input (as torch.nn.functional.relu)."""
+    return unary_(input, "relu_", ops.relu) if inplace else ops.relu(input)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """x where x > 0, else negative_slope * x."""
+    fn = lambda t: ops.leaky_relu(t, negative_slope)  # noqa: E731
+    return unary_(input, "leaky_relu_", fn) if inplace else fn(input)
+
+
+def gelu(input, approximate="none"):
+    """x * Phi(x), exact or with the tanh approximation (approximate="tanh")."""
+    return ops.gelu(input, approximate)
+
+
+def silu(input, inplace=False):
+    """x * sigmoid(x) (also called swish)."""
+    return unary_(input, "silu_", ops.silu) if inplace else ops.silu(input)
+
+
+def _softmax_dim(name, ndim):
+    """PyTorch's implicit softmax dim, for code that passes none (with its warning)."""
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an "
+                  "argument.", stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+# ---- dropout -----------------------------------------------------------------------------------------------
+def dropout(input, p=0.5, training=True, inplace=False):
+    """Zero each element with probability p and scale the rest by 1/(1-p); the identity when not training."""
+    return _dropout("dropout", input, p, training, inplace, lambda x: x.shape)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels with probability p (one draw per sample and channel), scale the rest by 1/(1-p).
+    Input (N, C, H, W), or (C, H, W) unbatched."""
+    check_tensor("dropout2d", input)
+    if input.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: expected 3D (unbatched) or 4D input (N, C, H, W), got input of size "
+                         f"{tuple(input.shape)}")
+    return _dropout("dropout2d", input, p, training, inplace, lambda x: x.shape[:-2] + (1, 1))
+
+
+def _dropout(op, input, p, training, inplace, mask_shape):
+    check_tensor(op, input)
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        scale = input.xp.zeros(mask_shape(input), dtype=input.dtype)
+    else:
+        rng = input.device.backend.rng
+        keep = rng.random(mask_shape(input), dtype=input.dtype if input.dtype.itemsize >= 4 else None) >= p
+        scale = keep.astype(input.dtype) / input.dtype.type(1 - p)
+    mask = Tensor._wrap(scale, input.device, False, None)
+    return unary_(input, f"{op}_", lambda t: t * mask) if inplace else input * mask
+
+
+# ---- losses ------------------------------------------------------------------------------------------------
+def _regression(op, cls, input, target, reduction):
+    check_tensor(op, input)
+    check_tensor(op, target, "target", 2)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction; expected one of {_REDUCTIONS}")
+    if input.shape != target.shape:
+        warnings.warn(f"{op}: Using a target size ({tuple(target.shape)}) that is different to the input size "
+                      f"({tuple(input.shape)}). This will likely lead to incorrect results due to broadcasting. "
+                      "Please ensure they have the same size.", stacklevel=3)
+    if input.dtype.kind != "f" or target.dtype.kind != "f":
+        raise RuntimeError(f"{op}: expected floating-point input and target, got {input.dtype} and {target.dtype}")
+    dtype = input.dtype if input.dtype.itemsize >= target.dtype.itemsize else target.dtype
+    input, target = input.to(dtype), target.to(dtype)
+    return cls.apply(input, target, reduction=reduction)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """(input - target)^2, averaged (or summed, or per element), as torch.nn.functional.mse_loss."""
+    return _regression("mse_loss", MSELoss, input, target, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """|input - target|, averaged (or summed, or per element), as torch.nn.functional.l1_loss."""
+    return _regression("l1_loss", L1Loss, input, target, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """Binary cross-entropy of target probabilities against sigmoid(input), computed from the logits without
+    overflow; weight scales each element's loss, pos_weight the positive class's term (both broadcast)."""
+    op = "binary_cross_entropy_with_logits"
+    check_tensor(op, input)
+    check_tensor(op, target, "target", 2)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction; expected one of {_REDUCTIONS}")
+    if target.shape != input.shape:
+        raise ValueError(f"{op}: Target size ({tuple(target.shape)}) must be the same as input size "
+                         f"({tuple(input.shape)})")
+    extra = [t for t in (weight, pos_weight) if t is not None]
+    return BCEWithLogits.apply(input, target, *extra, has_weight=weight is not None,
+                               has_pos_weight=pos_weight is not None, reduction=reduction)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):

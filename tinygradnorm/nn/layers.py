@@ -1,44 +1,12 @@
-"""The everyday layers: containers, linear and convolution, pooling, activations, dropout and the loss."""
+"""The layers with weights (Linear, Conv2d) and the ones that reshape or drop (Flatten, Identity, Dropout)."""
 import math
-from collections import OrderedDict
 
 from .. import ops
 from ..creation import empty_param
+from ..ops.movement import PADDING_MODES
 from . import functional as F
 from . import init
 from .module import Module, Parameter
-
-
-class Sequential(Module):
-    """Modules applied one after another; indexable like a list."""
-
-    def __init__(self, *modules):
-        super().__init__()
-        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
-            for name, m in modules[0].items():
-                self.add_module(name, m)
-        else:
-            for i, m in enumerate(modules):
-                self.add_module(str(i), m)
-
-    def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
-        return x
-
-    def __getitem__(self, i):
-        items = list(self._modules.values())
-        return Sequential(*items[i]) if isinstance(i, slice) else items[i]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
 
 def _positive(layer, what, value):
@@ -94,10 +62,14 @@ class Conv2d(Module):
         super().__init__()
         _positive("Conv2d", "in_channels", in_channels)
         _positive("Conv2d", "out_channels", out_channels)
-        if groups != 1:
-            raise NotImplementedError(f"Conv2d: only groups=1 is supported (got groups={groups})")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"Conv2d: only padding_mode='zeros' is supported (got {padding_mode!r})")
+        _positive("Conv2d", "groups", groups)
+        if in_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) must be divisible by groups ({groups})")
+        if out_channels % groups:
+            raise ValueError(f"Conv2d: out_channels ({out_channels}) must be divisible by groups ({groups})")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"Conv2d: padding_mode must be one of {PADDING_MODES}, but got padding_mode="
+                             f"'{padding_mode}'")
         pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
@@ -108,13 +80,21 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: padding='same' is not supported for strided convolutions (got stride "
                              f"{self.stride})")
         self.groups, self.padding_mode = groups, padding_mode
-        _weight_and_bias(self, (out_channels, in_channels) + self.kernel_size, bias, device, dtype)
+        _weight_and_bias(self, (out_channels, in_channels // groups) + self.kernel_size, bias, device, dtype)
 
     def reset_parameters(self):
         _reset_parameters(self)
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+    def forward(self, input):
+        if self.padding_mode == "zeros" or self.padding == "valid":
+            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.padding == "same":
+            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            widths = (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2)
+        else:
+            widths = (self.padding[1], self.padding[1], self.padding[0], self.padding[0])
+        x = F.pad(input, widths, mode=self.padding_mode)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -122,35 +102,13 @@ class Conv2d(Module):
             s += f", padding={self.padding!r}" if isinstance(self.padding, str) else f", padding={self.padding}"
         if self.dilation != (1, 1):
             s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
-
-
-class _Pool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, kernel_size if stride is None else stride, padding
-
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-
-
-class AvgPool2d(_Pool2d):
-    """Mean over each window (padding counted, as PyTorch's default)."""
-
-    def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
-
-
-class MaxPool2d(_Pool2d):
-    """Max over each window."""
-
-    def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-
-    def extra_repr(self):
-        return super().extra_repr() + ", dilation=1, ceil_mode=False"
 
 
 class Flatten(Module):
@@ -167,21 +125,6 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class ReLU(Module):
-    def forward(self, x):
-        return F.relu(x)
-
-
-class Sigmoid(Module):
-    def forward(self, x):
-        return F.sigmoid(x)
-
-
-class Tanh(Module):
-    def forward(self, x):
-        return F.tanh(x)
-
-
 class Identity(Module):
     def forward(self, x):
         return x
@@ -190,44 +133,22 @@ class Identity(Module):
 class Dropout(Module):
     """Zero each element with probability p while training, scaling the rest by 1/(1-p)."""
 
-    def __init__(self, p=0.5):
+    _function = staticmethod(F.dropout)
+
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
-    def forward(self, x):
-        return F.dropout(x, self.p, self.training)
+    def forward(self, input):
+        return self._function(input, self.p, self.training, self.inplace)
 
     def extra_repr(self):
-        return f"p={self.p}, inplace=False"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
-class _WeightedLoss(Module):
-    """A loss with an optional per-class weight, kept as a buffer (so it moves with .to() and is in state_dict)."""
+class Dropout2d(Dropout):
+    """Zero whole channels of (N, C, H, W) input with probability p while training, scaling the rest by 1/(1-p)."""
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__()
-        if reduction not in F._REDUCTIONS:
-            raise ValueError(f"{type(self).__name__}: {reduction!r} is not a valid value for reduction; expected one "
-                             f"of {F._REDUCTIONS}")
-        self.register_buffer("weight", weight)
-        self.ignore_index, self.reduction = ignore_index, reduction
-
-
-class CrossEntropyLoss(_WeightedLoss):
-    """cross_entropy on logits and class indices or class probabilities, with optional label smoothing."""
-
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        super().__init__(weight, ignore_index, reduction)
-        self.label_smoothing = label_smoothing
-
-    def forward(self, input, target):
-        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
-
-
-class NLLLoss(_WeightedLoss):
-    """nll_loss on log-probabilities and class indices."""
-
-    def forward(self, input, target):
-        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+    _function = staticmethod(F.dropout2d)

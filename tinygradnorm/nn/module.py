@@ -108,6 +108,14 @@ class Module:
         for _, m in self.named_children():
             yield m
 
+    def apply(self, fn):
+        """Call fn on every submodule (children first) and then on this module, as torch.nn.Module.apply;
+        the usual way to initialize a model's weights. Returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
     def _named(self, store, prefix="", recurse=True):
         seen = set()
         mods = self.named_modules(prefix) if recurse else [(prefix, self)]

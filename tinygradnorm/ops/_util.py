@@ -9,6 +9,16 @@ def compiled_kernels(backend, a):
     return kernels if kernels is not None and a.dtype.kind == "f" and a.dtype.itemsize >= 4 else None
 
 
+def as_pair(v, name):
+    """An int or a pair of ints as a pair (a kernel size, stride, padding or dilation)."""
+    v = (v, v) if isinstance(v, int) else tuple(v)
+    if len(v) == 1:
+        v = (v[0], v[0])
+    if len(v) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
+        raise ValueError(f"{name} must be an int or a pair of ints (got {v!r})")
+    return v
+
+
 def check_tensor(op, x, name="input", position=1):
     """Raise PyTorch's TypeError unless x is a Tensor."""
     if not isinstance(x, Tensor):
@@ -78,6 +88,8 @@ def as_tensor(value, like):
         dtype = None  # int tensor * float scalar: promote to the default float dtype
     elif isinstance(value, int) and not isinstance(value, bool) and dtype.kind == "b":
         dtype = None  # bool tensor + int scalar: int64
+    elif isinstance(value, complex):
+        dtype = "complex64" if dtype.kind == "f" and dtype.itemsize <= 4 else "complex128"
     elif not isinstance(value, (int, float, bool)):
         dtype = None
     return Tensor(value, dtype=dtype, device=like.device)
@@ -99,7 +111,7 @@ def pair(a, b, op="op"):
 
 
 def _is_number(v):
-    return isinstance(v, (int, float, bool))
+    return isinstance(v, (int, float, bool, complex))
 
 
 def result_type(a, b):
@@ -111,8 +123,6 @@ def result_type(a, b):
     if (a.ndim == 0) == (b.ndim == 0):
         return promote_types(a.dtype, b.dtype)
     dim, zero = (a.dtype, b.dtype) if a.ndim else (b.dtype, a.dtype)
-    if category(dim) == 2:
+    if category(dim) >= category(zero):
         return dim
-    if category(dim) == 0 or category(zero) == 2:
-        return promote_types(dim, zero)
-    return dim
+    return promote_types(dim, zero)

@@ -2,7 +2,7 @@
 from ..autograd import Function, _device_mismatch
 from ..dtypes import float32
 from ..tensor import Tensor
-from ._util import as_tensor, broadcast_shape, check_tensor, compiled_kernels, contiguous, pair, sum_to
+from ._util import as_tensor, broadcast_shape, check_tensor, pair, sum_to
 
 
 # ---- binary arithmetic ------------------------------------------------------------
@@ -94,6 +94,8 @@ def _pick_grads(xp, g, a, b, b_wins, a_wins):
 
 
 class Where(Function):
+    complex_grad = True             # a selection: the gradient is g or 0, with no conjugate to take
+
     def forward(self, a, b, condition):
         self.condition, self.a_shape, self.b_shape = condition, a.shape, b.shape
         return self.xp.where(condition, a, b)
@@ -145,10 +147,40 @@ def pow(a, b):
     return _binary(Pow, a, b, "pow")
 
 
-def div(a, b):
-    """True division; integer operands give float32, as in PyTorch."""
+class DivRounded(Function):
+    """a / b rounded toward zero ("trunc") or down ("floor"); a step function, so its gradient is zero (PyTorch
+    returns zeros, not None)."""
+
+    def forward(self, a, b, mode):
+        xp = self.xp
+        self.a_shape, self.b_shape = a.shape, b.shape
+        if a.dtype.kind in "biu":
+            if bool((b == 0).any()):
+                raise ZeroDivisionError(f"div(rounding_mode={mode!r}): integer division by zero")
+            q = xp.floor_divide(a, b)
+            if mode == "trunc":                 # floor and trunc differ where the signs differ and b does not divide a
+                q = xp.where((q < 0) & (q * b != a), q + 1, q)
+            return q
+        return xp.trunc(a / b) if mode == "trunc" else xp.floor_divide(a, b)
+
+    def backward(self, g):
+        xp = self.xp
+        return (xp.zeros(self.a_shape, dtype=g.dtype) if self.needs_input_grad[0] else None,
+                xp.zeros(self.b_shape, dtype=g.dtype) if self.needs_input_grad[1] else None)
+
+
+def div(a, b, *, rounding_mode=None):
+    """True division (integer operands give float32, as in PyTorch), or rounded: rounding_mode "trunc" rounds
+    toward zero, "floor" down, and integer operands then stay integers."""
+    if rounding_mode is not None:
+        if rounding_mode not in ("trunc", "floor"):
+            raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
+                             f"'{rounding_mode}'")
+        a, b = pair(a, b, "div")
+        broadcast_shape(a.shape, b.shape, "div")
+        return DivRounded.apply(a, b, mode=rounding_mode)
     a, b = pair(a, b, "div")
-    if a.dtype.kind != "f":
+    if a.dtype.kind not in "fc":
         a, b = a.to(float32), b.to(float32)
     return _binary(Div, a, b, "div")
 def maximum(a, b):
@@ -234,57 +266,6 @@ class Abs(Function):
         return g * ((x > 0).astype(g.dtype) - (x < 0))
 
 
-class Tanh(Function):
-    def forward(self, x):
-        self.out = self.xp.tanh(x)
-        return self.out
-
-    def backward(self, g):
-        return g * (1 - self.out * self.out)
-
-
-class Sigmoid(Function):
-    """1 / (1 + exp(-x)); backward gx = g * y * (1 - y). With compiled CPU kernels, one pass each way."""
-
-    def forward(self, x):
-        xp = self.xp
-        self.kernels = compiled_kernels(self.backend, x)
-        if self.kernels is not None:
-            self.out = self.kernels.sigmoid_forward(contiguous(xp, x))
-            return self.out
-        # NOTE: y = exp(min(x, 0)) / (1 + exp(-|x|)): 1/(1+t) for x >= 0 and t/(1+t) for x < 0, with
-        # t = exp(-|x|) <= 1. Nothing overflows, and for x << 0 the result keeps its full relative
-        # accuracy (0.5*tanh(x/2) + 0.5 would lose it to cancellation). A second exp costs less than
-        # xp.where would.
-        t = xp.abs(x, out=xp.empty_like(x))            # out= keeps 0-d results arrays
-        xp.negative(t, out=t)
-        xp.exp(t, out=t)
-        t += 1
-        y = xp.minimum(x, 0, out=xp.empty_like(x))
-        xp.exp(y, out=y)
-        y /= t
-        self.out = y
-        return y
-
-    def backward(self, g):
-        if self.kernels is not None:
-            return self.kernels.sigmoid_backward(self.out, contiguous(self.xp, g))
-        gx = 1 - self.out
-        gx *= self.out
-        gx *= g
-        return gx
-
-
-class Relu(Function):
-    def forward(self, x):
-        self.out = self.xp.maximum(x, 0)
-        return self.out
-
-    def backward(self, g):
-        # NOTE: zero where the output is <= 0, else g: a nan input passes its gradient on, as in PyTorch.
-        return self.xp.where(self.out <= 0, g.dtype.type(0), g)
-
-
 class Clip(Function):
     def forward(self, x, lo=None, hi=None):
         self.x, self.lo, self.hi = x, lo, hi
@@ -305,9 +286,6 @@ def log(x): return Log.apply(_float(x, "log"))
 def sqrt(x): return Sqrt.apply(_float(x, "sqrt"))
 def rsqrt(x): return Rsqrt.apply(_float(x, "rsqrt"))
 def abs(x): return Abs.apply(check_tensor("abs", x))
-def tanh(x): return Tanh.apply(_float(x, "tanh"))
-def sigmoid(x): return Sigmoid.apply(_float(x, "sigmoid"))
-def relu(x): return Relu.apply(check_tensor("relu", x))
 
 
 def clip(x, min=None, max=None):

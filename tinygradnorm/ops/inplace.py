@@ -11,7 +11,7 @@ PyTorch's three rules keep gradients honest:
   result is written back into the tensor, which takes that op as its new grad_fn. A view cannot
   be rebased that way, because its base would not know, so that case is refused with a clear error.
 """
-from ..autograd import Function, is_grad_enabled, is_inference_mode_enabled
+from ..autograd import Function, is_grad_enabled, is_inference_mode_enabled, no_grad
 from ..backend import transfer
 from ..tensor import Tensor
 from ._util import as_tensor, broadcast_shape, sum_to
@@ -137,6 +137,18 @@ def clamp_(t, lo=None, hi=None):
         return _rebase(t, "clamp_", lambda old: elementwise.clip(old, lo, hi))
     t.xp.clip(t.data, lo, hi, out=t.data)
     _bump(t, "clamp_")
+    return t
+
+
+def unary_(t, op, fn):
+    """t = fn(t) in place, for fn a Tensor function that keeps the shape (relu_, leaky_relu_, silu_, dropout's
+    inplace=True), under the rules above."""
+    if _differentiable(t, op):
+        return _rebase(t, op, fn)
+    with no_grad():
+        new = fn(t)
+    t.data[...] = new.data
+    _bump(t, op)
     return t
 
 

@@ -128,7 +128,10 @@ def put(a, key, value):
 
 
 class To(Function):
-    """Copy to another device and/or dtype; the gradient goes back the same way."""
+    """Copy to another device and/or dtype; the gradient goes back the same way (a real input takes the real part
+    of a complex gradient, as in PyTorch)."""
+
+    complex_grad = True
 
     @classmethod
     def apply(cls, x, device, dtype):
@@ -138,7 +141,7 @@ class To(Function):
         elif data is x.data:
             data = data.copy()
         out = Tensor._wrap(data, device, False, None)
-        if x.requires_grad and data.dtype.kind == "f" and is_grad_enabled() and not is_inference_mode_enabled():
+        if x.requires_grad and data.dtype.kind in "fc" and is_grad_enabled() and not is_inference_mode_enabled():
             fn = cls()
             fn.backend, fn.xp, fn.needs_input_grad = x.device.backend, x.device.backend.xp, (True,)
             fn.src_device, fn.src_dtype, fn.out_device = x.device, x.dtype, device
@@ -146,7 +149,8 @@ class To(Function):
         return out
 
     def backward(self, g):
-        return transfer(g, self.out_device, self.src_device).astype(self.src_dtype, copy=False)
+        g = transfer(g, self.out_device, self.src_device)
+        return (g.real if g.dtype.kind == "c" and self.src_dtype.kind != "c" else g).astype(self.src_dtype, copy=False)
 
 
 # ---- public functions -------------------------------------------------------------
@@ -254,15 +258,69 @@ def expand(x, *shape):
     return broadcast_to(x, _shape_arg(shape))
 
 
-def pad(x, pad, mode="constant", value=None):
-    """Constant padding, PyTorch-style: ``pad`` lists (left, right) pairs from the last dim backwards.
+class PadIndex(Function):
+    """reflect, replicate or circular padding: along each padded dim the output reads the input at an index array
+    (one source position per output position); backward adds each gradient back to its source, dim by dim."""
 
-    A negative width crops instead, as in PyTorch.
+    def forward(self, x, index):
+        self.in_shape, self.index = x.shape, index
+        out = x
+        for d, idx in enumerate(index):
+            if idx is not None:
+                out = self.xp.take(out, idx, axis=d)
+        return out
+
+    def backward(self, g):
+        xp = self.xp
+        for d in reversed(range(len(self.index))):
+            idx = self.index[d]
+            if idx is None:
+                continue
+            moved = xp.moveaxis(g, d, 0)
+            gx = xp.zeros((self.in_shape[d],) + moved.shape[1:], dtype=g.dtype)
+            self.backend.scatter_add(gx, idx, moved)            # repeats (edge rows) accumulate
+            g = xp.moveaxis(gx, 0, d)
+        return g
+
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")     # Conv2d's padding_mode
+
+
+def _source(n, lo, hi, mode, op):
+    """For each output position along a dim of size n padded by (lo, hi): the input position it reads."""
+    if mode == "reflect" and (lo >= n or hi >= n):
+        raise ValueError(f"{op}: Padding size should be less than the corresponding input dimension, but got: "
+                         f"padding ({lo}, {hi}) at dimension of size {n}")
+    if mode == "circular" and (lo > n or hi > n):
+        raise ValueError(f"{op}: Padding value causes wrapping around more than once (padding ({lo}, {hi}) at "
+                         f"dimension of size {n})")
+    if mode == "circular":
+        # NOTE: a negative width crops first, and the wrap is within what is left, as in PyTorch.
+        start, m = max(-lo, 0), n - max(-lo, 0) - max(-hi, 0)
+        return [start + q % m for q in range(-max(lo, 0), m + max(hi, 0))]
+    out = []
+    for p in range(-lo, n + hi):
+        if mode == "replicate":
+            out.append(min(max(p, 0), n - 1))
+        else:                                                       # reflect, without repeating the edge
+            out.append(-p if p < 0 else 2 * (n - 1) - p if p >= n else p)
+    return out
+
+
+def pad(x, pad, mode="constant", value=None):
+    """Padding, as torch.nn.functional.pad: ``pad`` lists (left, right) pairs from the last dim backwards.
+
+    mode "constant" fills with value (0 by default; a negative width crops); "reflect" mirrors the input
+    without repeating its edge, "replicate" repeats the edge, "circular" wraps around. The last three
+    pad the last 1, 2 or 3 dims of an input with one or two more dims (unbatched or batched).
     """
     check_tensor("pad", x)
-    if mode != "constant":
-        raise NotImplementedError(f"pad: only mode='constant' is supported (got mode={mode!r})")
+    modes = ("constant", "reflect", "replicate", "circular")
+    if mode not in modes:
+        raise NotImplementedError(f"pad: mode must be one of {modes} (got mode={mode!r})")
     pad = tuple(int(p) for p in pad)
+    if mode != "constant":
+        return _pad_index(x, pad, mode, value)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ValueError(f"pad: Padding length must be divisible by 2 and at most 2*ndim = {2 * x.ndim} (got "
                          f"{len(pad)} for an input of shape {tuple(x.shape)})")
@@ -278,6 +336,24 @@ def pad(x, pad, mode="constant", value=None):
         x = getitem(x, crop)
         widths = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
     return Pad.apply(x, widths=tuple(widths), value=0.0 if value is None else value)
+
+
+def _pad_index(x, pad, mode, value):
+    if value is not None and value != 0:
+        raise ValueError(f"pad: Padding mode \"{mode}\" doesn't take in value argument (got value={value})")
+    k = len(pad) // 2
+    if len(pad) % 2 or k not in (1, 2, 3) or x.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(f"pad: Only 2D, 3D, 4D, 5D padding with non-constant padding are supported for "
+                                  f"now: mode {mode!r} pads the last 1 to 3 dims of an input with one or two more "
+                                  f"(got pad {pad} for an input of shape {tuple(x.shape)})")
+    index = [None] * x.ndim
+    for i in range(k):
+        d = x.ndim - 1 - i
+        lo, hi = pad[2 * i], pad[2 * i + 1]
+        if x.shape[d] + lo + hi < 0 or (x.shape[d] == 0 and lo + hi > 0):
+            raise ValueError(f"pad: input of shape {tuple(x.shape)} cannot be padded by {pad} in mode {mode!r}")
+        index[d] = x.device.backend.asarray(_source(x.shape[d], lo, hi, mode, "pad"), dtype="int64")
+    return PadIndex.apply(x, index=tuple(index))
 
 
 def cat(tensors, dim=0):
