@@ -1,4 +1,6 @@
-"""Shared fixtures: the devices to run on, seeded random arrays, and the PyTorch oracle."""
+"""Shared fixtures: the devices to run on, seeded random arrays, and the PyTorch oracle; and the skip summary."""
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,15 @@ def torch():
 def leaf(array, device="cpu", requires_grad=True):
     """A float64 leaf tensor from a NumPy array."""
     return tg.Tensor(np.asarray(array, dtype=np.float64), requires_grad=requires_grad, device=device)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per reason tests were skipped (a GPU, PyTorch, a data package missing), with how many."""
+    reasons = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.section("skipped, by reason")
+        for reason, n in reasons.most_common():
+            terminalreporter.write_line(f"{n:6d}  {reason}")

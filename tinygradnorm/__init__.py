@@ -6,7 +6,7 @@ from .backend import device, default_device, manual_seed, cuda_available
 from .dtypes import float16, float32, float64, int32, int64, uint8, bool_ as bool  # noqa: A001
 from .tensor import (Tensor, Size, MemoryFormat, contiguous_format, preserve_format, channels_last,
                      channels_last_3d)
-from .creation import (tensor, as_tensor, from_numpy, empty, zeros, ones, full, randn, rand, randint, arange,
+from .creation import (tensor, as_tensor, from_numpy, from_dlpack, empty, zeros, ones, full, randn, rand, randint, arange,
                        zeros_like, ones_like, full_like, randn_like, rand_like)
 from .ops import (add, sub, mul, div, pow, neg, eq, ne, lt, le, gt, ge, exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, maximum, minimum, clip, where, sum, mean, var,
                   max, min, amax, amin, argmax, argmin, logsumexp, softmax, log_softmax, reshape, permute,

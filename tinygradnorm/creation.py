@@ -49,6 +49,23 @@ def from_numpy(array):
     return Tensor._wrap(array, cpu, False, None)
 
 
+_DLPACK_DEVICES = {1: "cpu", 2: "cuda"}        # DLPack's kDLCPU and kDLCUDA
+
+
+def from_dlpack(obj):
+    """A Tensor sharing the memory of any array that speaks DLPack (torch, NumPy, CuPy, JAX), without a copy:
+    each sees the other's changes."""
+    if not hasattr(obj, "__dlpack__") or not hasattr(obj, "__dlpack_device__"):
+        raise TypeError(f"from_dlpack: expected an object with __dlpack__ and __dlpack_device__ (a torch tensor, a "
+                        f"NumPy, CuPy or JAX array), got {type(obj).__name__}")
+    kind, index = obj.__dlpack_device__()
+    if int(kind) not in _DLPACK_DEVICES:
+        raise RuntimeError(f"from_dlpack: the array lives on a DLPack device of type {int(kind)}; only the CPU (1) "
+                           "and CUDA GPUs (2) are supported")
+    dev = as_device("cpu" if int(kind) == 1 else f"cuda:{index}")
+    return Tensor._wrap(dev.backend.from_dlpack(obj), dev, False, None)
+
+
 def empty(*shape, dtype=None, device=None, requires_grad=False):
     """Uninitialized memory of shape, as torch.empty: write it before reading it."""
     return _make(lambda b, s, d: b.xp.empty(s, dtype=d), shape, dtype, device, requires_grad)

@@ -58,10 +58,7 @@ def save(obj, path):
 
     structure = json.dumps({"format": FORMAT, "root": encode(obj)})
     arrays["__structure__"] = np.frombuffer(structure.encode(), dtype=np.uint8)
-    path = os.fspath(path)
-    if not path.endswith(".npz"):
-        raise ValueError(f"save: path must end in .npz (got {path!r})")
-    with atomic_write(path) as f:
+    with atomic_write(os.fspath(path)) as f:              # any name: "model.pt" is as good as "model.npz"
         np.savez(f, **arrays)
         _sign(f)
 
@@ -81,13 +78,15 @@ def _sign(f):
     f.write(digest.hexdigest().encode())
 
 
-def load(path, device=None):
-    """Read what save() wrote; tensors go to ``device`` (default: the CPU). A file that is not intact raises
-    CheckpointError, naming the file and what is wrong with it."""
+def load(path, device=None, map_location=None):
+    """Read what save() wrote; tensors go to ``map_location`` (or ``device``), a device or its name, default the
+    CPU. A file that is not intact raises CheckpointError, naming the file and what is wrong with it."""
     path = os.fspath(path)
+    if device is not None and map_location is not None:
+        raise TypeError("load: pass device or map_location, not both")
     with open(path, "rb") as f:                 # FileNotFoundError stays itself
         raw = f.read()
-    dev = as_device(device or "cpu")
+    dev = as_device(map_location or device or "cpu")
     try:
         signed = _signature_ok(raw)
         files = np.load(io.BytesIO(raw), allow_pickle=False)

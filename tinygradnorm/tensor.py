@@ -177,6 +177,15 @@ class Tensor:
             raise RuntimeError(f"Boolean value of Tensor with {self.data.size} elements is ambiguous")
         return bool(self.item())
 
+    def __dlpack__(self, *args, **kwargs):
+        """Export this tensor's memory through DLPack (for torch.from_dlpack, np.from_dlpack, ...), without a copy."""
+        if self.requires_grad:
+            raise RuntimeError("Can't export tensors that require gradient, use tensor.detach()")
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
     def __array__(self, dtype=None, copy=None):
         arr = self.numpy()
         return arr if dtype is None else arr.astype(dtype)

@@ -192,7 +192,8 @@ class CpuKernels:
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation, out_hw, groups=1):
         """y (N, O, OH, OW) of a 2-D convolution of x (N, C, H, W) with w (O, C/G, KH, KW) in G groups, plus b (O,)
-        unless None. One chunk's product is batched over the groups: (G, O/G, K) @ (m, G, K, P), K = C/G*KH*KW."""
+        unless None. One chunk's product is batched over the groups: (G, O/G, K) @ (m, G, K, P), K = C/G*KH*KW.
+        Depthwise (G = C) is the same product with K = KH*KW."""
         n, o, (oh, ow) = x.shape[0], w.shape[0], out_hw
         w3 = w.reshape(groups, o // groups, -1)
         k = w3.shape[2]
@@ -240,6 +241,7 @@ class CpuKernels:
                         _col2im(gcols.reshape(n1 - n0, groups * k, -1), gx, n0, *chunks.geom)
         self.split(run, parts, gy.nbytes * k)
         return gx, _in_order(gw_parts, w.shape), _in_order(gb_parts, (o,))
+
 
 
 # NOTE: about 1 MB of columns per chunk, half a core's L2 cache, leaving room for the GEMM's

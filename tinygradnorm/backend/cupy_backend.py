@@ -59,6 +59,11 @@ class CupyBackend:
     def to_host(self, array):
         return array.get()
 
+    def from_dlpack(self, obj):
+        """A CuPy array sharing the GPU memory of obj, which speaks DLPack."""
+        with self.device():
+            return self.xp.from_dlpack(obj)
+
     def erf(self, x):
         """The error function, elementwise."""
         import cupyx.scipy.special

@@ -79,6 +79,10 @@ class NumpyBackend:
     def to_host(self, array):
         return np.asarray(array)
 
+    def from_dlpack(self, obj):
+        """A NumPy array sharing the memory of obj, which speaks DLPack (a torch tensor, a JAX array, ...)."""
+        return np.from_dlpack(obj)
+
     def erf(self, x):
         """The error function, elementwise (NumPy has none): compiled where the kernels are, else per element."""
         if self.kernels is not None and x.dtype.kind == "f":

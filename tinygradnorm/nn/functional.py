@@ -2,6 +2,7 @@
 import warnings
 
 from .. import ops
+from ..autograd import is_grad_enabled
 from ..ops import log_softmax, softmax, sigmoid, tanh, pad, where  # noqa: F401  (re-exported)
 from ..ops._util import as_pair as _pair, check_tensor
 from ..ops.conv import Conv2d
@@ -292,6 +293,10 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     if target.shape != input.shape:
         raise ValueError(f"{op}: Target size ({tuple(target.shape)}) must be the same as input size "
                          f"({tuple(input.shape)})")
+    for what, t in (("weight", weight), ("pos_weight", pos_weight)):
+        if t is not None and t.requires_grad and is_grad_enabled():
+            raise RuntimeError(f"The function '{op}' is not differentiable with respect to argument '{what}'. This "
+                               "input cannot have requires_grad True.")
     extra = [t for t in (weight, pos_weight) if t is not None]
     return BCEWithLogits.apply(input, target, *extra, has_weight=weight is not None,
                                has_pos_weight=pos_weight is not None, reduction=reduction)

@@ -1,4 +1,5 @@
 """Pooling modules: thin wrappers of the functional forms, with PyTorch's arguments and reprs."""
+from ..ops._util import as_pair
 from . import functional as F
 from .module import Module
 
@@ -42,7 +43,9 @@ class MaxUnpool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, kernel_size if stride is None else stride, padding
+        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride")
+        self.padding = as_pair(padding, "padding")
 
     def forward(self, input, indices, output_size=None):
         return F.max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)

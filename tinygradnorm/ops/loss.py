@@ -84,7 +84,8 @@ class BCEWithLogits(Function):
     """Binary cross-entropy on logits x, per element: w [(1 - t) x + L softplus(-x)], L = 1 + (p - 1) t, with p
     the positive weight (1 without one) and softplus(-x) = log(1 + exp(-|x|)) + max(-x, 0), which never overflows.
 
-    Derivatives: d/dx = w (L sigmoid(x) - p t); d/dt = w (-x + (p - 1) softplus(-x)); d/dw = the loss / w.
+    Derivatives: d/dx = w (L sigmoid(x) - p t); d/dt = w (-x + (p - 1) softplus(-x)). As in PyTorch, w and p
+    are constants (the functional form refuses them when they require grad).
     """
 
     def forward(self, x, t, *extra, has_weight, has_pos_weight, reduction):
@@ -114,10 +115,4 @@ class BCEWithLogits(Function):
             grads.append(sum_to(ww * (-x + ((p - 1) * self.sp if p is not None else 0)), t.shape))
         else:
             grads.append(None)
-        k = 2
-        if w is not None:
-            grads.append(sum_to(gs * self.per, w.shape) if needs[k] else None)
-            k += 1
-        if p is not None:
-            grads.append(sum_to(ww * t * self.sp, p.shape) if needs[k] else None)
-        return tuple(grads)
+        return tuple(grads) + (None,) * (len(needs) - 2)
