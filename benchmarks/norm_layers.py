@@ -1,112 +1,117 @@
-"""Normalization layers, forward+backward: fused (hand-derived) against composite (autograd), and
-BatchNorm2d against PyTorch on the CPU, all measured in the same run.
+"""Every normalization layer against PyTorch on the CPU, in the same run: train mode (forward+backward,
+with the input's and the parameters' gradients) and eval mode (forward under no_grad).
 
-Usage: python benchmarks/norm_layers.py [--repeat 10] [--threads N]
-Reports milliseconds per forward+backward (median of --repeat), the ratios, and the bytes each
-implementation keeps alive for backward.
+Usage: python benchmarks/norm_layers.py [--rounds 5] [--repeat 7] [--only GroupNorm] [--mode train|eval]
+
+The two libraries are timed in alternation, --rounds times, each time the median of --repeat calls;
+the table gives our median time, torch's, and the median and range of the per-round ratios
+ours/torch (below 1.0: we are faster). Run with TINYGRADNORM_JIT=0 to time the NumPy path.
+Add --composite for the composite (autograd-derived) layers' train step beside the fused ones.
 """
 import argparse
+import statistics
+
 import numpy as np
 
 import tinygradnorm as tg
 from tinygradnorm import nn
 from timing import time_ms
 
-BN_SHAPES = [(256, 16, 8, 8), (256, 6, 24, 24), (64, 64, 56, 56)]
+# (name, constructor taking the nn module of either library, input shape): the shapes of issue 13's table.
+CASES = [
+    ("GroupNorm(8, 64), affine", lambda lib: lib.GroupNorm(8, 64), (32, 64, 28, 28)),
+    ("LayerNorm((16, 8, 8)), affine", lambda lib: lib.LayerNorm((16, 8, 8)), (256, 16, 8, 8)),
+    ("LayerNorm(768), affine", lambda lib: lib.LayerNorm(768), (64, 128, 768)),
+    ("BatchNorm1d(256)", lambda lib: lib.BatchNorm1d(256), (256, 256)),
+    ("RMSNorm(768)", lambda lib: lib.RMSNorm(768), (64, 128, 768)),
+    ("BatchNorm2d(64)", lambda lib: lib.BatchNorm2d(64), (64, 64, 28, 28)),
+    ("BatchNorm3d(16)", lambda lib: lib.BatchNorm3d(16), (16, 16, 8, 16, 16)),
+    ("InstanceNorm2d(64), affine", lambda lib: lib.InstanceNorm2d(64, affine=True), (32, 64, 28, 28)),
+    ("LocalResponseNorm(5)", lambda lib: lib.LocalResponseNorm(5), (32, 64, 28, 28)),
+]
 
 
-def median_ms(fn, repeat):
-    return time_ms(fn, repeat, warmup=1)[0]
-
-
-def saved_bytes(out):
-    """Bytes of the arrays the graph behind ``out`` keeps for backward (each array counted once)."""
-    seen, total, stack, nodes = set(), 0, [out], set()
-    while stack:
-        t = stack.pop()
-        fn = t._ctx
-        if fn is None or id(fn) in nodes:
-            continue
-        nodes.add(id(fn))
-        for v in vars(fn).values():
-            if hasattr(v, "nbytes") and hasattr(v, "shape") and v.ndim > 0:
-                base = v if v.base is None else v.base
-                if id(base) not in seen:
-                    seen.add(id(base))
-                    total += base.nbytes
-        stack.extend(fn.parents)
-    return total
-
-
-def ours_step(layer, x, gy):
-    def step():
-        x.grad = None
-        layer(x).backward(gy)
-    return step
-
-
-def compare_fused_composite(name, make, shape, repeat, rows):
+def steps(make, shape, mode, torch, impl="fused"):
+    """One call of the layer in ``mode`` for each library: (ours, torch's) as argument-less functions."""
     rng = np.random.default_rng(0)
-    x = tg.Tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
-    fused, comp = make("fused"), make("composite")
-    gy = tg.Tensor(rng.standard_normal(fused(x).shape).astype(np.float32))
-    tf = median_ms(ours_step(fused, x, gy), repeat)
-    tc = median_ms(ours_step(comp, x, gy), repeat)
-    rows.append((name, shape, tf, tc, saved_bytes(fused(x)), saved_bytes(comp(x))))
+    xa = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+    ga = rng.standard_normal(shape).astype(np.float32)
+    layer = make(nn) if impl == "fused" else _with_impl(make(nn), impl)
+    x, gy = tg.Tensor(xa, requires_grad=(mode == "train")), tg.Tensor(ga)
+    tlayer = make(torch.nn)
+    tx, tgy = torch.tensor(xa, requires_grad=(mode == "train")), torch.tensor(ga)
+    for _ in range(3):                     # running statistics that are not the initial ones, for eval
+        layer(tg.Tensor(xa))
+        tlayer(torch.tensor(xa))
+    if mode == "train":
+        def ours():
+            x.grad = None
+            layer.zero_grad()
+            layer(x).backward(gy)
+
+        def theirs():
+            tx.grad = None
+            tlayer.zero_grad()
+            tlayer(tx).backward(tgy)
+        return ours, theirs
+    layer.eval()
+    tlayer.eval()
+
+    def ours():
+        with tg.no_grad():
+            layer(x)
+
+    def theirs():
+        with torch.no_grad():
+            tlayer(tx)
+    return ours, theirs
+
+
+def _with_impl(layer, impl):
+    layer.impl = impl
+    return layer
+
+
+def interleaved(ours, theirs, rounds, repeat):
+    """(our median ms, torch's median ms, per-round ratios ours/torch), timed in alternation."""
+    mine, other, ratios = [], [], []
+    for _ in range(rounds):
+        a = time_ms(ours, repeat, warmup=1)[0]
+        b = time_ms(theirs, repeat, warmup=1)[0]
+        mine.append(a)
+        other.append(b)
+        ratios.append(a / b)
+    return statistics.median(mine), statistics.median(other), ratios
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--only", default="", help="run only the layers whose name contains this")
+    ap.add_argument("--mode", choices=["train", "eval", "both"], default="both")
+    ap.add_argument("--composite", action="store_true", help="also time the composite layers' train step")
     args = ap.parse_args()
+    import torch
 
-    try:
-        import torch
-        if args.threads:
-            torch.set_num_threads(args.threads)
-    except ImportError:
-        torch = None
-
-    print("BatchNorm2d train-mode forward+backward, float32, NCHW (ms, median)")
-    print(f"{'shape':<20}{'fused':>9}{'composite':>11}{'torch':>9}{'fused/torch':>13}{'comp/fused':>12}")
-    for shape in BN_SHAPES:
-        rng = np.random.default_rng(0)
-        xa = rng.standard_normal(shape).astype(np.float32)
-        ga = rng.standard_normal(shape).astype(np.float32)
-        x, gy = tg.Tensor(xa, requires_grad=True), tg.Tensor(ga)
-        tf = median_ms(ours_step(nn.BatchNorm2d(shape[1]), x, gy), args.repeat)
-        tc = median_ms(ours_step(nn.BatchNorm2d(shape[1], impl="composite"), x, gy), args.repeat)
-        line = f"{str(shape):<20}{tf:>9.2f}{tc:>11.2f}"
-        if torch is not None:
-            tx, tgy, bn = torch.tensor(xa, requires_grad=True), torch.tensor(ga), torch.nn.BatchNorm2d(shape[1])
-
-            def torch_step():
-                tx.grad = None
-                bn(tx).backward(tgy)
-            tt = median_ms(torch_step, args.repeat)
-            line += f"{tt:>9.2f}{tf / tt:>12.2f}x"
-        else:
-            line += f"{'n/a':>9}{'n/a':>13}"
-        print(line + f"{tc / tf:>11.2f}x")
-
-    rows = []
-    shape4 = (64, 32, 16, 16)
-    compare_fused_composite("BatchNorm2d", lambda i: nn.BatchNorm2d(32, impl=i), shape4, args.repeat, rows)
-    compare_fused_composite("BatchNorm1d", lambda i: nn.BatchNorm1d(256, impl=i), (256, 256), args.repeat, rows)
-    compare_fused_composite("BatchNorm3d", lambda i: nn.BatchNorm3d(8, impl=i), (16, 8, 8, 16, 16), args.repeat, rows)
-    compare_fused_composite("LayerNorm", lambda i: nn.LayerNorm(512, impl=i), (64, 64, 512), args.repeat, rows)
-    compare_fused_composite("GroupNorm", lambda i: nn.GroupNorm(8, 32, impl=i), shape4, args.repeat, rows)
-    compare_fused_composite("InstanceNorm2d", lambda i: nn.InstanceNorm2d(32, affine=True, impl=i), shape4,
-                            args.repeat, rows)
-    compare_fused_composite("RMSNorm", lambda i: nn.RMSNorm(512, impl=i), (64, 64, 512), args.repeat, rows)
-    compare_fused_composite("LocalResponseNorm", lambda i: nn.LocalResponseNorm(5, impl=i), shape4, args.repeat,
-                            rows)
-    print("\nEvery layer, forward+backward, float32: fused (hand-derived) vs composite (autograd)")
-    print(f"{'layer':<19}{'shape':<20}{'fused ms':>9}{'comp ms':>9}{'speedup':>9}{'fused MB kept':>15}"
-          f"{'comp MB kept':>14}")
-    for name, shape, tf, tc, bf, bc in rows:
-        print(f"{name:<19}{str(shape):<20}{tf:>9.2f}{tc:>9.2f}{tc / tf:>8.2f}x{bf / 2**20:>15.2f}{bc / 2**20:>14.2f}")
+    modes = ["train", "eval"] if args.mode == "both" else [args.mode]
+    path = "compiled kernels" if tg.device("cpu").backend.kernels is not None else "NumPy path"
+    print(f"Normalization layers, float32, CPU: tinygradnorm ({path}) against torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
+    print(f"median of {args.repeat} calls, {args.rounds} interleaved rounds; ratio ours/torch, median [min-max]\n")
+    print(f"{'layer':<31}{'shape':<21}{'mode':<7}{'ours ms':>9}{'torch ms':>10}{'ratio':>8}   range")
+    for name, make, shape in CASES:
+        if args.only not in name:
+            continue
+        for mode in modes:
+            ours, theirs = steps(make, shape, mode, torch)
+            a, b, ratios = interleaved(ours, theirs, args.rounds, args.repeat)
+            print(f"{name:<31}{str(shape):<21}{mode:<7}{a:>9.2f}{b:>10.2f}{statistics.median(ratios):>7.2f}x"
+                  f"   {min(ratios):.2f}-{max(ratios):.2f}", flush=True)
+            if args.composite and mode == "train":
+                comp, _ = steps(make, shape, mode, torch, impl="composite")
+                c = time_ms(comp, args.repeat, warmup=1)[0]
+                print(f"{'  composite':<31}{'':<21}{mode:<7}{c:>9.2f}{'':>10}{c / b:>7.2f}x", flush=True)
 
 
 if __name__ == "__main__":

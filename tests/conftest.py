@@ -54,3 +54,22 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("skipped, by reason")
         for reason, n in reasons.most_common():
             terminalreporter.write_line(f"{n:6d}  {reason}")
+
+
+def mutant(fn, old, new):
+    """fn with the text ``old`` of its source replaced by ``new``: a planted bug. fn is a Python function or a
+    Numba-compiled one (recompiled with its own options, uncached)."""
+    import inspect
+    import textwrap
+    py = getattr(fn, "py_func", fn)
+    src = textwrap.dedent(inspect.getsource(py))
+    assert src.count(old) == 1, f"{old!r} appears {src.count(old)} times in {py.__name__}"
+    lines = src.replace(old, new).splitlines()
+    body = "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("def ")):])
+    namespace = dict(py.__globals__)
+    exec(compile(body, f"<mutant of {py.__name__}>", "exec"), namespace)
+    wrong = namespace[py.__name__]
+    if py is fn:
+        return wrong
+    from numba import njit
+    return njit(**{k: v for k, v in fn.targetoptions.items() if k not in ("cache", "nopython")})(wrong)

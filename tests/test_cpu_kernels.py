@@ -31,7 +31,7 @@ def _in_three_pieces(fn, n, nbytes, min_bytes=0):
 @pytest.fixture
 def many_pieces(monkeypatch):
     """Kernels that cut every job into three pieces and every convolution into one-sample chunks."""
-    from tinygradnorm.backend import cpu_kernels
+    from tinygradnorm.backend.cpu_kernels import conv as cpu_kernels
     monkeypatch.setattr(KERNELS, "split", _in_three_pieces)
     monkeypatch.setattr(cpu_kernels, "_CONV_CHUNK_BYTES", 1)
 
@@ -139,7 +139,7 @@ def test_conv2d_in_chunks_gradchecks():
 
 # ---- recycled memory -----------------------------------------------------------------
 def _recycler(**kw):
-    from tinygradnorm.backend.cpu_kernels import _Recycler
+    from tinygradnorm.backend.cpu_kernels.memory import _Recycler
     return _Recycler(min_bytes=64, **kw)
 
 

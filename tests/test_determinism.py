@@ -26,7 +26,7 @@ def set_threads(monkeypatch):
     monkeypatch.setattr(numpy_backend, "_SPLIT_MATMUL_MACS", 0)
     monkeypatch.setattr(BACKEND, "split_matmul", True)
     try:
-        from tinygradnorm.backend import cpu_kernels
+        from tinygradnorm.backend.cpu_kernels import conv as cpu_kernels
         monkeypatch.setattr(cpu_kernels, "_CONV_CHUNK_BYTES", 4096)
     except ImportError:
         pass
@@ -137,7 +137,7 @@ def test_recycled_memory_is_never_handed_to_two_threads_at_once():
     kernels = BACKEND.kernels
     if kernels is None:
         pytest.skip(f"no compiled CPU kernels: {BACKEND.kernels_missing}")
-    from tinygradnorm.backend.cpu_kernels import _Recycler
+    from tinygradnorm.backend.cpu_kernels.memory import _Recycler
     recycler = _Recycler(min_bytes=64)
     clashes = []
 

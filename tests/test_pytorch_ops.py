@@ -112,7 +112,7 @@ def test_grouped_conv_with_its_work_cut_into_many_pieces(monkeypatch, cpu_path, 
     """The compiled path's chunks and partial sums, at test sizes: one-sample chunks split three ways."""
     if cpu_path != "compiled":
         pytest.skip("the chunked path is the compiled one")
-    from tinygradnorm.backend import cpu_kernels
+    from tinygradnorm.backend.cpu_kernels import conv as cpu_kernels
     kernels = tg.device("cpu").backend.kernels
     monkeypatch.setattr(kernels, "split", lambda fn, n, nbytes, min_bytes=0: [fn(n * i // 3, n * (i + 1) // 3)
                                                                              for i in range(3)])

@@ -394,17 +394,29 @@ def backward(root, grad, retain_graph=False):
                     leaves[id(edge)] = [edge, pg]
                 else:
                     entry[1] = entry[1] + pg
-    adopted = {id(grad)}
+    adopted = {id(_memory(grad))}
     for leaf, g in leaves.values():
-        # NOTE: a gradient array can become .grad without a copy when nothing else can see it:
-        # not the caller's gradient, not a view, and not already handed to another leaf.
-        owned = id(g) not in adopted and g.base is None and g.flags.writeable
-        adopted.add(id(g))
+        # NOTE: a gradient array can become .grad without a copy when nothing else can see it: not the
+        # caller's gradient, not a view of other memory, and not already handed to another leaf.
+        root = _memory(g)
+        owned = id(root) not in adopted and g.flags.writeable and (root is g or _recycled(leaf, g))
+        adopted.add(id(root))
         _accumulate(leaf, g, owned)
     if not retain_graph:
         for fn in order:
             if not fn.freed:
                 fn.release()
+
+
+def _memory(a):
+    """The array that owns a's memory (a itself, or the base of a view)."""
+    return a if getattr(a, "base", None) is None else a.base
+
+
+def _recycled(leaf, g):
+    """True when g is a whole block of the CPU kernels' recycled memory (a fresh output, as good as new)."""
+    kernels = getattr(leaf.device.backend, "kernels", None)
+    return kernels is not None and kernels.recycled(g)
 
 
 def _as_input_grad(fn, i, g):

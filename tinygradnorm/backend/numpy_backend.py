@@ -1,6 +1,7 @@
 """The CPU backend: NumPy arrays."""
 import math
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,7 +42,7 @@ class NumpyBackend:
 
     @property
     def kernels(self):
-        """The compiled kernels of cpu_kernels.py, or None without Numba or with TINYGRADNORM_JIT=0
+        """The compiled kernels of cpu_kernels/, or None without Numba or with TINYGRADNORM_JIT=0
         (``kernels_missing`` then says why). Ops fall back to their NumPy code when it is None."""
         if self._kernels is _UNSET:
             with self._lock:
@@ -54,12 +55,15 @@ class NumpyBackend:
         if os.environ.get("TINYGRADNORM_JIT", "1").strip() == "0":
             self.kernels_missing = "TINYGRADNORM_JIT=0"
         else:
+            if "numba" not in sys.modules:
+                # Numba's threads (the normalization kernels' prange loops) default to this count.
+                os.environ.setdefault("NUMBA_NUM_THREADS", str(self.threads))
             try:
                 from .cpu_kernels import CpuKernels
             except ImportError as e:
                 self.kernels_missing = f"Numba could not be imported ({e}); pip install numba"
             else:
-                kernels = CpuKernels(self.parallel_range)
+                kernels = CpuKernels(self.parallel_range, lambda: self.threads)
                 # NOTE: the kernels call BLAS from the pool's threads, and BLAS's own threads, which
                 # spin for a while after each call, would fight them for the same cores (measured:
                 # a LeNet training step took 30 ms with both, 19 ms with BLAS on one thread). So from

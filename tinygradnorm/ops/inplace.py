@@ -23,10 +23,14 @@ def _describe(t):
     return f"a {t.dtype} tensor of shape {tuple(t.shape)}"
 
 
-def _bump(t, op):
+def bump_version(t, op):
+    """Record that ``op`` changed t's memory in place (for code that writes t.data directly)."""
     if t._vc is not None:
         t._vc.value += 1
         t._vc.op = op
+
+
+_bump = bump_version
 
 
 def _differentiable(t, op, operands=()):

@@ -7,7 +7,7 @@ storing the unbiased batch variance while normalizing with the biased one.
 """
 import math
 
-from ...autograd import no_grad
+from ...ops.inplace import bump_version
 from ...dtypes import float32
 from ...tensor import Tensor
 from . import composite
@@ -59,19 +59,20 @@ def _check_eps(name, eps):
                          "statistic has zero variance")
 
 
-def _standardize(impl, x, weight, bias, axes, eps):
-    """(y, mean, biased var, m) for x standardized over ``axes``; weight/bias already broadcastable.
+def _standardize(impl, x, weight, bias, axes, eps, shape):
+    """(y, mean, biased var, m) for x standardized over ``axes``; weight and bias flat, ``shape`` the shape that
+    broadcasts them against x.
 
     An empty x gives an empty y (as in PyTorch), with no statistics (m = 0) and zero gradients for the parameters.
     """
     if x.numel() == 0:
-        return _affine_only(x, weight, bias), None, None, 0
+        return _affine_only(x, _as_param(weight, shape), _as_param(bias, shape)), None, None, 0
     if impl == "composite":
-        return composite.standardize(x, weight, bias, axes, eps)
+        return composite.standardize(x, _as_param(weight, shape), _as_param(bias, shape), axes, eps)
     stats = {}
     params = [p for p in (weight, bias) if p is not None]
-    y = Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None,
-                          has_bias=bias is not None, stats=stats)
+    y = Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None, has_bias=bias is not None,
+                          param_shape=shape, stats=stats)
     return y, stats["mean"], stats["var"], stats["m"]
 
 
@@ -82,19 +83,25 @@ def _affine_only(x, weight, bias):
     return y if y is not x else x.clone()
 
 
-def _frozen(impl, x, weight, bias, mean, var, eps):
+def _frozen(impl, x, weight, bias, mean, var, eps, shape):
+    """Eval mode: x normalized with the statistics ``mean`` and ``var`` (arrays), weight and bias flat."""
     if impl == "composite":
-        return composite.frozen_standardize(x, weight, bias, Tensor(mean, device=x.device),
-                                            Tensor(var, device=x.device), eps)
+        return composite.frozen_standardize(x, _as_param(weight, shape), _as_param(bias, shape),
+                                            Tensor(mean.reshape(shape), device=x.device),
+                                            Tensor(var.reshape(shape), device=x.device), eps)
     params = [p for p in (weight, bias) if p is not None]
     return FrozenStandardize.apply(x, *params, mean=mean, var=var, eps=eps, has_weight=weight is not None,
-                                   has_bias=bias is not None)
+                                   has_bias=bias is not None, param_shape=shape)
 
 
 def _update_running(running, batch, momentum):
     """running = (1 - momentum) * running + momentum * batch, in place and outside the graph."""
-    with no_grad():
-        running.mul_(1 - momentum).add_(batch.astype(running.dtype, copy=False), alpha=momentum)
+    # NOTE: on the arrays directly, as torch does in its kernel: a buffer is no leaf that requires grad, and
+    # the version bump tells any graph that saved the old value.
+    data = running.data
+    data *= 1 - momentum
+    data += momentum * batch.astype(data.dtype, copy=False)
+    bump_version(running, "batch_norm")
 
 
 def _channel_shape(x):
@@ -135,21 +142,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         _check_vector(name, what, t, c, input)
     _check_dtypes(name, input, weight, bias, running_mean, running_var)
     shape = _channel_shape(input)
-    w, b = _as_param(weight, shape), _as_param(bias, shape)
     axes = (0,) + tuple(range(2, input.ndim))
     if training:
         if math.prod(input.shape[:1] + input.shape[2:]) == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                              f"{tuple(input.shape)}")
         _check_eps(name, eps)
-        y, mean, var, m = _standardize(impl, input, w, b, axes, eps)
+        y, mean, var, m = _standardize(impl, input, weight, bias, axes, eps, shape)
         if running_mean is not None and m:
             _update_running(running_mean, mean.reshape(c), momentum)
             _update_running(running_var, var.reshape(c) * (m / (m - 1)), momentum)
         return y
-    mean = running_mean.data.reshape(shape)
-    var = running_var.data.reshape(shape)
-    return _frozen(impl, input, w, b, mean, var, eps)
+    return _frozen(impl, input, weight, bias, running_mean.data, running_var.data, eps, shape)
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -171,20 +175,19 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         _check_vector(name, what, t, c, input)
     _check_dtypes(name, input, weight, bias, running_mean, running_var)
     shape = _channel_shape(input)
-    w, b = _as_param(weight, shape), _as_param(bias, shape)
     if use_input_stats:
         if math.prod(input.shape[2:]) == 1:
             raise ValueError(f"Expected more than 1 spatial element when training, got input size "
                              f"{tuple(input.shape)}")
         _check_eps(name, eps)
-        y, mean, var, m = _standardize(impl, input, w, b, tuple(range(2, input.ndim)), eps)
+        y, mean, var, m = _standardize(impl, input, weight, bias, tuple(range(2, input.ndim)), eps, shape)
         # NOTE: with no instances (N = 0) PyTorch averages nothing and sets the running statistics to nan;
         # here they keep their values.
         if running_mean is not None and m and n:
             _update_running(running_mean, mean.reshape(n, c).mean(axis=0), momentum)
             _update_running(running_var, (var.reshape(n, c) * (m / (m - 1))).mean(axis=0), momentum)
         return y
-    return _frozen(impl, input, w, b, running_mean.data.reshape(shape), running_var.data.reshape(shape), eps)
+    return _frozen(impl, input, weight, bias, running_mean.data, running_var.data, eps, shape)
 
 
 def _normalized_shape(normalized_shape):
@@ -222,7 +225,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, imp
     _check_dtypes(name, input, weight, bias)
     _check_eps(name, eps)
     shape = (1,) * axes[0] + normalized_shape
-    return _standardize(impl, input, _as_param(weight, shape), _as_param(bias, shape), axes, eps)[0]
+    return _standardize(impl, input, weight, bias, axes, eps, shape)[0]
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fused"):
@@ -247,7 +250,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fus
     # with statistics over (C/G, S), and weight/bias shaped (1, G, C/G, 1) to stay per channel.
     grouped = (n, num_groups, c // num_groups, -1)
     shape = (1, num_groups, c // num_groups, 1)
-    y = _standardize(impl, input.reshape(grouped), _as_param(weight, shape), _as_param(bias, shape), (2, 3), eps)[0]
+    y = _standardize(impl, input.reshape(grouped), weight, bias, (2, 3), eps, shape)[0]
     return y.reshape(input.shape)
 
 

@@ -4,52 +4,18 @@ Read this next to docs/normalization.md: the names are the same. ``m`` is the nu
 elements behind each statistic, ``x_hat`` the standardized input, ``inv_std`` 1/sqrt(var + eps),
 ``gy`` the output's gradient, ``gx``/``ggamma``/``gbeta`` the input's, weight's and bias's.
 
-Parameters arrive already shaped to broadcast against ``x`` (BatchNorm's weight as
-(1, C, 1, 1), GroupNorm's as (1, G, C/G, 1)), so one Function serves every layer that
-"standardizes over some axes, then applies a per-element affine".
-"""
-import math
+Each Function's array code is the docs' formula, line by line. It is what CuPy runs, and what
+the CPU runs without Numba. On the CPU, with Numba, a compiled kernel takes over wherever one fits
+(``self.backend.kernels``, whose loops live in backend/cpu_kernels/norm.py): the same formulas,
+one statistic at a time. docs/normalization.md, section 6, says which runs when.
 
+Parameters arrive flat, as the modules hold them, with ``param_shape``, the shape that
+broadcasts them against x (BatchNorm's weight as (1, C, 1, 1), GroupNorm's as (1, G, C/G, 1)).
+So one Function serves every layer that "standardizes over some axes, then applies a
+per-element affine".
+"""
 from ...autograd import Function
 from ...ops._util import sum_to
-
-
-# ---- reductions -------------------------------------------------------------------
-def _is_channel_pattern(a, axes):
-    """True when axes are every axis but 1 of a C-contiguous array with rows worth a BLAS call (BatchNorm's
-    reduction over N, H, W, with H*W of at least 16)."""
-    return (a.ndim >= 3 and axes == tuple(i for i in range(a.ndim) if i != 1) and a.flags.c_contiguous
-            and a.size >= 16 * a.shape[0] * a.shape[1])
-
-
-def reduce_sum(xp, a, axes):
-    """Σ a over axes, keeping dims."""
-    if _is_channel_pattern(a, axes):
-        # NOTE: per-channel sums of an (N, C, L) array as one matrix-vector product run
-        # through BLAS, several times faster than a.sum(axis=(0, 2, 3)).
-        n, c = a.shape[:2]
-        rows = a.reshape(n * c, -1)
-        s = (rows @ xp.ones(rows.shape[1], dtype=a.dtype)).reshape(n, c).sum(axis=0)
-        return s.reshape((1, c) + (1,) * (a.ndim - 2))
-    return a.sum(axis=axes, keepdims=True)
-
-
-def reduce_dot(xp, a, b, axes):
-    """Σ a*b over axes, keeping dims, without building a*b where the layout allows."""
-    if _is_channel_pattern(a, axes) and b.flags.c_contiguous:
-        # NOTE: one row-by-row dot product per (n, c) as a batched matmul: BLAS again.
-        n, c = a.shape[:2]
-        s = (a.reshape(n, c, 1, -1) @ b.reshape(n, c, -1, 1)).reshape(n, c).sum(axis=0)
-        return s.reshape((1, c) + (1,) * (a.ndim - 2))
-    return (a * b).sum(axis=axes, keepdims=True)
-
-
-def param_sum(xp, a, shape):
-    """Σ a down to a parameter's broadcast shape (the adjoint of broadcasting the parameter)."""
-    axes = tuple(i for i, n in enumerate(shape) if n == 1)
-    if len(shape) == a.ndim and _is_channel_pattern(a, axes):
-        return reduce_sum(xp, a, axes)
-    return sum_to(a, shape)
 
 
 def _acc(xp, x):
@@ -57,16 +23,11 @@ def _acc(xp, x):
     return x.astype(xp.float32) if x.dtype.itemsize < 4 else x
 
 
-def _f64(xp, a):
-    """a block in float64, for sums: as in the compiled kernels, squares of large float32 values (1e30, say)
-    would overflow float32, and float64 sums keep the statistics exact to float32's precision."""
-    return a if a.dtype == xp.float64 else a.astype(xp.float64)
-
-
-def _sums(xp, centred, other, axes):
-    """(Σ other, Σ other * centred) over axes, keeping dims, accumulated in float64."""
-    other64 = _f64(xp, other)
-    return reduce_sum(xp, other64, axes), reduce_dot(xp, other64, _f64(xp, centred), axes)
+def _params(params, has_weight, has_bias, param_shape):
+    """(weight, bias) reshaped to broadcast against x; None where absent."""
+    weight = params[0].reshape(param_shape) if has_weight else None
+    bias = params[-1].reshape(param_shape) if has_bias else None
+    return weight, bias
 
 
 # ---- standardize over axes, then affine -------------------------------------------
@@ -77,282 +38,194 @@ class Standardize(Function):
     trailing normalized axes) and GroupNorm (each group's channels and spatial axes).
     ``stats`` receives the batch mean and biased variance for the running statistics.
 
-    Backward needs x_hat. Rather than keep it (a full array), it keeps x (which the graph
-    holds anyway) and the per-statistic mean and inv_std, and rebuilds x_hat in the very
-    buffer that becomes gx. Each pass makes one new full-size array and updates it in place,
-    split across the cores by ``backend.parallel`` (partial sums are joined by ``_join``).
-
-    Where the backend has compiled kernels (``backend.kernels``: Numba on the CPU) and weight is
-    constant within each statistic, forward and backward each run as one kernel over a (P, S, Q)
-    view of x instead (see backend/cpu_kernels.py): the same formulas, one channel at a time.
+    Backward needs x_hat. Rather than keep it (a full array), it keeps x (which the graph holds
+    anyway) and the per-statistic mean and inv_std, and rebuilds x_hat.
     """
 
-    def forward(self, x, *params, axes, eps, has_weight, has_bias, stats):
+    def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, stats):
         xp = self.xp
-        weight = params[0] if has_weight else None
-        bias = params[-1] if has_bias else None
-        x_in, x = x, _acc(xp, x)
+        weight, bias = _params(params, has_weight, has_bias, param_shape)
+        self.x_in, x = x, _acc(xp, x)
         m = 1
         for a in axes:
             m *= x.shape[a]
-        # NOTE: when weight and bias are constant within each statistic (BatchNorm, InstanceNorm) they
-        # fold into per-statistic factors, forward and backward.
-        per_stat = all(p is None or all(p.shape[a] == 1 for a in axes) for p in (weight, bias))
-        kernels = self.backend.kernels if per_stat else None
-        layout = _stat_layout(x.shape, axes) if kernels is not None else None
-        if layout is not None and layout[2] == 1 and layout[0] > 1:
-            # NOTE: statistics down columns (BatchNorm1d on (N, C)) would make the kernel read with stride C;
-            # the array path's BLAS reductions do better there.
-            layout = None
-        if layout is not None:
-            y, mean, var, inv_std = self._forward_kernel(kernels, x, weight, bias, axes, eps, layout)
+        kernels = self.backend.kernels
+        out = kernels.standardize_forward(x, weight, bias, axes, eps) if kernels is not None else None
+        if out is not None:
+            y, mean, var, inv_std, self.kernel_saved = out
         else:
-            y, mean, var, inv_std = self._forward_xp(x, weight, bias, axes, eps, m, per_stat)
-        stats["mean"], stats["var"], stats["m"] = mean.astype(x.dtype, copy=False), var.astype(x.dtype, copy=False), m
-        self.x, self.mean, self.inv_std, self.weight, self.axes, self.m = x_in, mean, inv_std, weight, axes, m
-        self.per_stat, self.layout = per_stat, layout
+            y, mean, var, inv_std = _standardize(xp, x, weight, bias, axes, eps, m)
+            self.kernel_saved = None
+        stats["mean"], stats["var"], stats["m"] = mean.astype(x.dtype), var.astype(x.dtype), m
+        self.mean, self.inv_std, self.weight, self.axes, self.m = mean, inv_std, weight, axes, m
+        self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
         self.bias_shape = None if bias is None else bias.shape
-        return y.astype(x_in.dtype, copy=False)
-
-    def _forward_xp(self, x, weight, bias, axes, eps, m, per_stat):
-        """Forward in array ops; each pass makes no new full-size array but y and runs split across the cores."""
-        xp, parallel = self.xp, self.backend.parallel
-        mean = _join(xp, parallel(lambda xb: (reduce_sum(xp, _f64(xp, xb), axes),), x), axes)[0] / m
-        centred = xp.empty_like(x)                      # the one new full-size array; it becomes y
-
-        def centre_and_sum(xb, cb, mb):
-            xp.subtract(xb, mb, out=cb)
-            return _sums(xp, cb, cb, axes)
-
-        mean = mean.astype(x.dtype)                     # the centre, in x's dtype
-        sum_c, sum_cc = _join(xp, parallel(centre_and_sum, x, centred, mean), axes)
-        # NOTE: corrected two-pass variance. Σ(x - mean) is 0 in exact arithmetic but not in
-        # float32 when |mean| >> std; removing it keeps x_hat accurate (e.g. mean 1e4, std 1).
-        shift = sum_c / m
-        var = xp.maximum(sum_cc / m - shift * shift, 0)
-        mean = _f64(xp, mean) + shift
-        inv_std = 1 / xp.sqrt(var + eps)
-        y = centred
-        dt = x.dtype
-        if per_stat:
-            # y = (centred - shift) * inv_std * weight + bias, with per-statistic factors folded
-            scale = inv_std if weight is None else inv_std * weight
-            offset = -shift * scale if bias is None else bias - shift * scale
-            parallel(_scale_shift, y, scale.astype(dt), offset.astype(dt))
-        else:
-            parallel(_standardize_affine, y, shift.astype(dt), inv_std.astype(dt), 1 if weight is None else weight,
-                     0 if bias is None else bias)
-        return y, mean, var, inv_std
-
-    def _forward_kernel(self, kernels, x, weight, bias, axes, eps, layout):
-        """Forward by the backend's compiled kernel over the (P, S, Q) view; statistics kept in float64."""
-        xp = self.xp
-        stat_shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
-        self.weight_vec = _per_stat_vector(xp, weight, stat_shape, 1, x.dtype)
-        y, mean, var, inv_std = kernels.standardize_forward(xp.ascontiguousarray(x).reshape(layout), self.weight_vec,
-                                                            _per_stat_vector(xp, bias, stat_shape, 0, x.dtype), eps)
-        return (y.reshape(x.shape), *(a.reshape(stat_shape) for a in (mean, var, inv_std)))
+        return y.astype(self.x_in.dtype, copy=False)
 
     def backward(self, gy):
         xp = self.xp
-        x = _acc(xp, self.x)
+        x = _acc(xp, self.x_in)
         gy = gy.astype(x.dtype, copy=False)
-        if self.layout is not None:
-            kernels = self.backend.kernels
-            gx, sum_gy, sum_gy_xhat = kernels.standardize_backward(
-                xp.ascontiguousarray(x).reshape(self.layout), xp.ascontiguousarray(gy).reshape(self.layout),
-                self.mean.reshape(-1), self.inv_std.reshape(-1), self.weight_vec)
-            gx = gx.reshape(x.shape)
-            sum_gy = sum_gy.reshape(self.mean.shape).astype(x.dtype)
-            sum_gy_xhat = sum_gy_xhat.reshape(self.mean.shape).astype(x.dtype)
-            grads = self._param_grads(sum_gy, sum_gy_xhat)
-        elif self.per_stat:
-            gx, grads = self._backward_per_stat(x, gy)
+        if self.kernel_saved is not None:
+            gx, sum_gy, sum_gy_xhat = self.backend.kernels.standardize_backward(self.kernel_saved, x, gy)
+            ggamma = sum_gy_xhat if self.weight is not None else None
+            gbeta = sum_gy if self.bias_shape is not None else None
         else:
-            gx, grads = self._backward_general(x, gy)
-        return (gx.astype(self.x.dtype, copy=False), *grads)
-
-    def _param_grads(self, sum_gy, sum_gy_xhat):
-        """ggamma = Σ(gy * x_hat) and gbeta = Σgy, from the per-statistic sums, down to the parameters' shapes."""
+            gx, ggamma, gbeta = _standardize_backward(xp, x, gy, self.mean, self.inv_std, self.weight, self.axes,
+                                                      self.m, self.bias_shape is not None)
         grads = []
         if self.weight is not None:
-            grads.append(param_sum(self.xp, sum_gy_xhat, self.weight.shape) if self.needs_input_grad[1] else None)
+            grads.append(self._param_grad(ggamma, 1, x.dtype))
         if self.bias_shape is not None:
-            grads.append(param_sum(self.xp, sum_gy, self.bias_shape) if self.needs_input_grad[-1] else None)
-        return grads
+            grads.append(self._param_grad(gbeta, len(grads) + 1, x.dtype))
+        return (gx.astype(self.x_in.dtype, copy=False), *grads)
 
-    def _backward_per_stat(self, x, gy):
-        xp, parallel = self.xp, self.backend.parallel
-        mean, inv_std, weight, axes, m = self.mean, self.inv_std, self.weight, self.axes, self.m
-        centred = xp.empty_like(x)                      # the one new full-size array; it becomes gx
-        # NOTE: weight is constant within each statistic (BatchNorm, InstanceNorm), so with
-        # g_hat = weight * gy the sums factor: Σg_hat = weight·Σgy, Σ(g_hat·x_hat) = weight·Σ(gy·x_hat),
-        # and those two sums of gy are reused for gbeta and ggamma.
-
-        def centre_and_sum(xb, cb, gb, mb):
-            xp.subtract(xb, mb, out=cb)
-            return _sums(xp, cb, gb, axes)
-
-        dt = x.dtype
-        # NOTE: x is centred on the mean rounded to x's dtype; delta, the rounding, is put back in the sums.
-        delta = mean - mean.astype(dt)
-        sum_gy, sum_gy_c = _join(xp, parallel(centre_and_sum, x, centred, gy, mean.astype(dt)), axes)
-        sum_gy_xhat = (sum_gy_c - sum_gy * delta) * inv_std             # x_hat = (x - mean) * inv_std
-        scale = inv_std if weight is None else inv_std * weight
-        # gx = scale * (gy - (Σgy + x_hat * Σ(gy*x_hat)) / m), computed in centred's buffer
-        gx = centred
-        a = -inv_std * sum_gy_xhat / m
-        parallel(_combine, gx, gy, a.astype(dt), (sum_gy / m + a * delta).astype(dt), scale.astype(dt))
-        return gx, self._param_grads(sum_gy.astype(dt), sum_gy_xhat.astype(dt))
-
-    def _backward_general(self, x, gy):
-        xp, parallel = self.xp, self.backend.parallel
-        mean, inv_std, weight, axes, m = self.mean, self.inv_std, self.weight, self.axes, self.m
-        centred = xp.empty_like(x)
-        grads = []
-        dt = x.dtype
-        # The closed form: gx = (inv_std / m) * (m*g_hat - Σg_hat - x_hat * Σ(g_hat*x_hat)).
-        # NOTE: x_hat = (x - mean_dt - delta) * inv_std, with delta the rounding of the float64 mean to x's dtype.
-        parallel(lambda xb, cb, mb, db, ib: _standardize_affine(xp.subtract(xb, mb, out=cb), db, ib, 1, 0), x, centred,
-                 mean.astype(dt), (mean - mean.astype(dt)).astype(dt), inv_std.astype(dt))
-        x_hat = centred
-        if weight is not None:
-            grads.append(sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
-        if self.bias_shape is not None:
-            grads.append(sum_to(gy, self.bias_shape) if self.needs_input_grad[-1] else None)
-        g_hat = gy * weight if weight is not None else gy
-        sum_g_hat, sum_g_hat_xhat = _sums(xp, x_hat, g_hat, axes)
-        gx = x_hat
-        parallel(_combine, gx, g_hat, (-sum_g_hat_xhat / m).astype(dt), (sum_g_hat / m).astype(dt), inv_std.astype(dt))
-        return gx, grads
+    def _param_grad(self, g, i, dtype):
+        """The gradient of the i-th input (a parameter) from g, summed down to its broadcast shape, then flat."""
+        if not self.needs_input_grad[i]:
+            return None
+        return sum_to(g, self.param_shape).astype(dtype).reshape(self.param_shapes[i - 1])
 
 
-def _stat_layout(shape, axes):
-    """(P, S, Q) when the axes not reduced form one contiguous run (S statistics, each over P*Q elements), else None."""
-    kept = [i for i in range(len(shape)) if i not in axes]
-    if not kept or kept != list(range(kept[0], kept[-1] + 1)):
-        return None
-    if math.prod(shape) == 0:
-        return None
-    p = q = s = 1
-    for i, n in enumerate(shape):
-        if i < kept[0]:
-            p *= n
-        elif i > kept[-1]:
-            q *= n
-        else:
-            s *= n
-    return p, s, q
+def _standardize(xp, x, weight, bias, axes, eps, m):
+    """Forward steps 1-6 of docs section 1, the statistics accumulated in float64 (docs section 5)."""
+    f64 = xp.float64
+    mean = x.sum(axis=axes, keepdims=True, dtype=f64) / m                             # step 1
+    centre = mean.astype(x.dtype)                                                     # the mean, in x's dtype
+    centred = x - centre                                                              # step 2
+    # NOTE: corrected two-pass (docs section 5). Σ centred is 0 only in exact arithmetic. What
+    # rounding left in it, shift, moves into the mean, and its square comes off the variance.
+    # The squares are taken in float64: float32 squares of values near 1e30 would overflow.
+    shift = centred.sum(axis=axes, keepdims=True, dtype=f64) / m
+    var = xp.square(centred, dtype=f64).sum(axis=axes, keepdims=True) / m - shift * shift   # step 3
+    var = xp.maximum(var, 0)
+    mean = centre.astype(f64) + shift
+    inv_std = 1 / xp.sqrt(var + eps)                                                  # step 4
+    x_hat = (centred - shift.astype(x.dtype)) * inv_std.astype(x.dtype)              # step 5
+    y = x_hat if weight is None else x_hat * weight                                   # step 6
+    if bias is not None:
+        y += bias
+    return y, mean, var, inv_std
 
 
-def _per_stat_vector(xp, param, stat_shape, fill, dtype):
-    """A per-statistic parameter (broadcastable to stat_shape) as a flat contiguous vector; ``fill`` when absent."""
-    if param is None:
-        return xp.full(math.prod(stat_shape), fill, dtype=dtype)
-    return xp.ascontiguousarray(xp.broadcast_to(param, stat_shape).reshape(-1), dtype=dtype)
-
-
-def _join(xp, parts, axes):
-    """Join per-piece partial sums: added up when the batch axis is reduced, else stacked."""
-    if len(parts) == 1:
-        return parts[0]
-    if 0 in axes:
-        return [sum(p[i] for p in parts[1:]) + parts[0][i] for i in range(len(parts[0]))]
-    return [xp.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
-
-
-def _scale_shift(y, scale, offset):
-    """y = y * scale + offset, in place."""
-    y *= scale
-    y += offset
-
-
-def _standardize_affine(y, shift, inv_std, weight, bias):
-    """y = (y - shift) * inv_std * weight + bias, in place."""
-    y -= shift
-    y *= inv_std
-    y *= weight
-    y += bias
-
-
-def _combine(gx, g, a, k, scale):
-    """gx = (gx * a - k + g) * scale, in place."""
-    gx *= a
-    gx -= k
-    gx += g
-    gx *= scale
+def _standardize_backward(xp, x, gy, mean, inv_std, weight, axes, m, need_gbeta):
+    """(gx, ggamma, gbeta) by the closed form of docs section 1; ggamma and gbeta before summing to the
+    parameters' shapes (None where there is no such parameter)."""
+    f64, dt = xp.float64, x.dtype
+    centre = mean.astype(dt)
+    x_hat = ((x - centre) - (mean - centre).astype(dt)) * inv_std.astype(dt)         # step 5, rebuilt
+    g_hat = gy if weight is None else gy * weight                                     # step 6: g_hat = γ gy
+    sum_g_hat = g_hat.sum(axis=axes, keepdims=True, dtype=f64)                        # Σ g_hat
+    sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True, dtype=f64)         # Σ g_hat x_hat
+    # gx = (inv_std / m) (m g_hat - Σ g_hat - x_hat Σ (g_hat x_hat))
+    gx = (inv_std / m).astype(dt) * (m * g_hat - sum_g_hat.astype(dt) - x_hat * sum_g_hat_xhat.astype(dt))
+    ggamma = gy * x_hat if weight is not None else None                               # ggamma = Σ gy x_hat
+    gbeta = gy if need_gbeta else None                                                # gbeta = Σ gy
+    return gx, ggamma, gbeta
 
 
 class FrozenStandardize(Function):
     """Eval mode with running statistics: y = (x - mean) * inv_std * weight + bias, an affine map of x.
 
-    mean and var are constants here, so gx = gy * inv_std * weight, with no terms through the statistics.
+    mean and var are constants here, so gx = gy * inv_std * weight, with no terms through the
+    statistics (docs section 3). ``mean`` and ``var`` are flat arrays, one value per channel, like the
+    parameters; ``param_shape`` broadcasts them all against x.
     """
 
-    def forward(self, x, *params, mean, var, eps, has_weight, has_bias):
+    def forward(self, x, *params, mean, var, eps, has_weight, has_bias, param_shape):
         xp = self.xp
-        weight = params[0] if has_weight else None
-        bias = params[-1] if has_bias else None
-        inv_std = 1 / xp.sqrt(var + eps)
-        scale = inv_std if weight is None else inv_std * weight
-        shift = -mean * scale if bias is None else bias - mean * scale
-        y = x * scale.astype(x.dtype, copy=False)
-        y += shift.astype(x.dtype, copy=False)
-        # NOTE: a copy: the running statistics may change in place before backward (another training
-        # forward), and the gradient must belong to the statistics this forward used.
-        self.scale, self.inv_std, self.mean = scale, inv_std, mean.copy()
-        self.weight_shape = None if weight is None else weight.shape
-        self.bias_shape = None if bias is None else bias.shape
-        self.x = x if has_weight else None  # a reference to the input, kept for ggamma
-        return y
+        kernels = self.backend.kernels
+        out = None
+        if kernels is not None and x.dtype.itemsize >= 4:
+            weight = params[0] if has_weight else None
+            bias = params[-1] if has_bias else None
+            out = kernels.frozen_forward(x, mean, var, weight, bias, eps, param_shape)
+        if out is not None:
+            y, mean, inv_std = out
+        else:
+            weight, bias = _params(params, has_weight, has_bias, param_shape)
+            mean = mean.reshape(param_shape).astype(xp.float64)
+            inv_std = 1 / xp.sqrt(var.reshape(param_shape).astype(xp.float64) + eps)
+            xa = _acc(xp, x)
+            scale = inv_std if weight is None else inv_std * weight
+            y = (xa - mean.astype(xa.dtype)) * scale.astype(xa.dtype)     # (x - mean) * inv_std * weight
+            if bias is not None:
+                y += bias                                                 # + bias
+        # NOTE: mean is a float64 copy: the running statistics may change in place before backward (another
+        # training forward), and the gradient must belong to the statistics this forward used.
+        self.mean, self.inv_std, self.x = mean, inv_std, x
+        self.weight = params[0].reshape(param_shape) if has_weight else None
+        self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
+        self.has_weight, self.has_bias = has_weight, has_bias
+        return y.astype(x.dtype, copy=False)
 
     def backward(self, gy):
-        xp = self.xp
-        gx = gy * self.scale.astype(gy.dtype, copy=False)
+        x = self.x
+        scale = self.inv_std if self.weight is None else self.inv_std * self.weight
+        kernels = self.backend.kernels
+        out = kernels.frozen_backward(x, gy, self.mean, scale) if kernels is not None and x.dtype.itemsize >= 4 \
+            else None
+        if out is not None:
+            gx, gbeta, sum_gy_centred = out
+            ggamma = self.inv_std * sum_gy_centred
+        else:
+            gx = gy * scale.astype(gy.dtype)                        # gx = gy · inv_std · γ
+            gbeta = gy                                              # gbeta = Σ gy
+            # NOTE: ggamma = Σ gy (x - mean) inv_std, centred first. The shorter
+            # inv_std (Σ gy x - mean Σ gy) cancels catastrophically when |mean| >> std (float32,
+            # mean 1000, std 0.01: 14.572 where the exact value is 14.5432).
+            ggamma = gy * ((x - self.mean.astype(x.dtype)) * self.inv_std.astype(x.dtype)) if self.has_weight else None
         grads = []
-        if self.weight_shape is not None or self.bias_shape is not None:
-            axes = tuple(i for i, n in enumerate(self.scale.shape) if n == 1)
-            if self.weight_shape is not None:
-                # NOTE: ggamma = Σ gy * (x - mean) * inv_std, centred first. The shorter
-                # inv_std * (Σgy*x - mean*Σgy) cancels catastrophically when |mean| >> std (float32,
-                # mean 1000, std 0.01: 14.572 where the exact value is 14.5432).
-                centred = self.x - self.mean.astype(self.x.dtype, copy=False)
-                grads.append(param_sum(xp, self.inv_std * reduce_dot(xp, gy, centred, axes), self.weight_shape))
-            if self.bias_shape is not None:
-                grads.append(param_sum(xp, reduce_sum(xp, gy, axes), self.bias_shape))
-        return (gx, *grads)
+        if self.has_weight:
+            grads.append(self._param_grad(ggamma, 1, gy.dtype))
+        if self.has_bias:
+            grads.append(self._param_grad(gbeta, len(grads) + 1, gy.dtype))
+        return (gx.astype(gy.dtype, copy=False), *grads)
+
+    _param_grad = Standardize._param_grad
 
 
 # ---- RMSNorm ----------------------------------------------------------------------
 class RMSNormalize(Function):
-    """y = x * inv_rms * weight with inv_rms = 1/sqrt(mean(x^2 over axes) + eps); no centring."""
+    """y = x_hat * weight with x_hat = x * inv_rms, inv_rms = 1/sqrt(mean(x^2 over axes) + eps); no centring."""
 
     def forward(self, x, *params, axes, eps):
         xp = self.xp
         weight = params[0] if params else None
-        self.out_dtype = x.dtype
-        x = _acc(xp, x)
+        self.x_in, x = x, _acc(xp, x)
         m = 1
         for a in axes:
             m *= x.shape[a]
-        parallel = self.backend.parallel
-        sum_sq = _join(xp, parallel(lambda xb: (reduce_dot(xp, _f64(xp, xb), _f64(xp, xb), axes),), x), axes)[0]
-        inv_rms = (1 / xp.sqrt(sum_sq / m + eps)).astype(x.dtype)
-        x_hat = x * inv_rms
-        y = x_hat * weight if weight is not None else x_hat.copy()
-        self.x_hat, self.inv_rms, self.weight, self.axes, self.m = x_hat, inv_rms, weight, axes, m
-        return y.astype(self.out_dtype, copy=False)
+        kernels = self.backend.kernels
+        out = kernels.rms_forward(x, weight, axes, eps) if kernels is not None else None
+        if out is not None:
+            y, inv_rms, self.kernel_saved = out
+        else:
+            self.kernel_saved = None
+            inv_rms = 1 / xp.sqrt(xp.square(x, dtype=xp.float64).sum(axis=axes, keepdims=True) / m + eps)
+            x_hat = x * inv_rms.astype(x.dtype)
+            y = x_hat if weight is None else x_hat * weight
+        self.inv_rms, self.weight, self.axes, self.m = inv_rms, weight, axes, m
+        return y.astype(self.x_in.dtype, copy=False)
 
     def backward(self, gy):
-        x_hat, inv_rms, weight, axes, m = self.x_hat, self.inv_rms, self.weight, self.axes, self.m
-        gy = gy.astype(x_hat.dtype, copy=False)
-        # gx = inv_rms * (g_hat - x_hat * Σ(g_hat*x_hat) / m), with g_hat = weight * gy
-        g_hat = gy * weight if weight is not None else gy
-        gx = inv_rms * (g_hat - x_hat * ((g_hat * x_hat).sum(axis=axes, keepdims=True) / m))
-        gx = gx.astype(self.out_dtype, copy=False)
+        xp, weight = self.xp, self.weight
+        x = _acc(xp, self.x_in)
+        gy = gy.astype(x.dtype, copy=False)
+        if self.kernel_saved is not None:
+            gx, ggamma = self.backend.kernels.rms_backward(self.kernel_saved, x, gy)
+        else:
+            # gx = inv_rms (g_hat - x_hat Σ(g_hat x_hat) / m), with g_hat = weight * gy (docs section 3)
+            inv_rms = self.inv_rms.astype(x.dtype)
+            x_hat = x * inv_rms
+            g_hat = gy if weight is None else gy * weight
+            sum_g_hat_xhat = (g_hat * x_hat).sum(axis=self.axes, keepdims=True, dtype=xp.float64)
+            gx = inv_rms * (g_hat - x_hat * (sum_g_hat_xhat / self.m).astype(x.dtype))
+            ggamma = None if weight is None else sum_to(gy * x_hat, weight.shape)          # ggamma = Σ gy x_hat
+        gx = gx.astype(self.x_in.dtype, copy=False)
         if weight is None:
             return gx
-        return gx, (sum_to(gy * x_hat, weight.shape) if self.needs_input_grad[1] else None)
+        return gx, (ggamma.reshape(weight.shape).astype(x.dtype) if self.needs_input_grad[1] else None)
 
 
 # ---- LocalResponseNorm ------------------------------------------------------------

@@ -5,6 +5,7 @@ from ...autograd import no_grad
 from ...creation import ones, tensor, zeros
 from ...dtypes import int64
 from ...ops._util import check_tensor
+from ...ops.inplace import bump_version
 from ..module import Module, Parameter
 from . import functional as F
 from .functional import IMPLS
@@ -104,8 +105,9 @@ class _BatchNorm(_NormBase):
                              f"at dim 1, got {channels} channels in input of shape {tuple(input.shape)}")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            with no_grad():
-                self.num_batches_tracked.add_(1)
+            count = self.num_batches_tracked
+            count.data[...] += 1                # in place, as torch's add_(1): a buffer, outside any graph
+            bump_version(count, "add_")
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked.item())  # cumulative moving average
         # Eval uses the running statistics when they are tracked, else the batch's own.

@@ -1,0 +1,91 @@
+"""Memory for the kernels: per-thread scratch arrays, and recycled memory for large outputs."""
+import math
+import sys
+import threading
+
+import numpy as np
+
+
+class MemoryKernels:
+    """``scratch`` and ``empty``, as methods of CpuKernels."""
+
+    def _start_memory(self):
+        self._scratch = threading.local()
+        self._recycler = _Recycler()
+        self.empty = self._recycler.empty
+
+    def recycled(self, a):
+        """True when a covers the whole of a block that ``empty`` handed out (so no other array shares it)."""
+        return self._recycler.owns(a)
+
+    def scratch(self, name, shape, dtype):
+        """A reusable array for a temporary that dies inside one op call (im2col's columns, say), one per
+        name and thread. Reusing it spares a fresh allocation, and its page faults, on every call."""
+        nbytes = _nbytes(shape, dtype)
+        buffers = self._scratch.__dict__
+        buf = buffers.get(name)
+        if buf is None or buf.nbytes < nbytes:
+            buf = buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
+        return _view(buf, nbytes, shape, dtype)
+
+
+def _nbytes(shape, dtype):
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+def _view(block, nbytes, shape, dtype):
+    """The first nbytes of a uint8 block as an array of this shape and dtype (a view: it keeps block alive)."""
+    return block[:nbytes].view(dtype).reshape(shape)
+
+
+class _Recycler:
+    """Hands out arrays whose memory is used again once no array refers to it any more.
+
+    Every large fresh NumPy array is fresh pages from the operating system, and the first write to
+    each page faults: about 4500 faults, some 7 ms, in one LeNet training step. A training step
+    makes arrays of the same sizes every time, so the kernels' outputs come from here instead.
+    Each array handed out is a view of a block kept here, and each view (and each view of a
+    view) holds a reference to its block, so a block is free exactly when only this object
+    refers to it. Blocks are kept per size; when the kept total passes ``limit``, a new
+    allocation first lets go of the free ones.
+    """
+
+    def __init__(self, min_bytes=1 << 17, limit=1 << 30):
+        self.min_bytes, self.limit = min_bytes, limit
+        self.blocks = {}                   # nbytes -> [uint8 block, ...]
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def empty(self, shape, dtype):
+        """np.empty(shape, dtype), on recycled memory when the array is large."""
+        nbytes = _nbytes(shape, dtype)
+        if nbytes < self.min_bytes:
+            return np.empty(shape, dtype)
+        with self._lock:
+            block = self._free_block(nbytes)
+            if block is None:
+                if self.total + nbytes > self.limit:
+                    self._release_free()
+                block = np.empty(nbytes, dtype=np.uint8)
+                self.blocks.setdefault(nbytes, []).append(block)
+                self.total += nbytes
+        return _view(block, nbytes, shape, dtype)
+
+    def owns(self, a):
+        block = a.base
+        if block is None or block.base is not None or a.nbytes != block.nbytes or not a.flags.c_contiguous:
+            return False
+        return any(b is block for b in self.blocks.get(block.nbytes, ()))
+
+    def _free_block(self, nbytes):
+        for block in self.blocks.get(nbytes, ()):
+            # NOTE: three references when free: the list's, the loop variable's, getrefcount's argument.
+            if sys.getrefcount(block) == 3:
+                return block
+        return None
+
+    def _release_free(self):
+        for nbytes, blocks in self.blocks.items():
+            kept = [b for b in blocks if sys.getrefcount(b) > 3]   # the list, the comprehension, the argument
+            self.total -= nbytes * (len(blocks) - len(kept))
+            blocks[:] = kept

@@ -1,0 +1,706 @@
+"""Compiled normalization kernels: the formulas of docs/normalization.md as loops.
+
+Each kernel works on one statistic at a time. It reads that statistic's elements from memory
+once, and revisits them from cache for the second and third pass. The array code in
+nn/norm/fused.py instead makes one trip to memory per operation.
+
+The comments name the steps of docs/normalization.md, section 1 (forward steps 1-6, the
+closed-form backward) and section 6 (how the closed form is rewritten for a loop). In short:
+
+- statistics (mean, var, and the backward's sums) accumulate in float64 whatever the input
+  dtype, by the corrected two-pass algorithm;
+- the elementwise passes run in the input's dtype, as ``y = (x - centre) * scale + offset`` and
+  ``gx = scale * gy + a * (x - centre) + k``, where ``centre`` is the mean rounded to that dtype
+  and the per-statistic factors are computed in float64. Subtracting ``centre`` first keeps
+  float32 exact when |mean| >> std (x - centre is then exact), where ``x * scale + offset`` would
+  cancel. Where a factor would leave float32's range (inputs near 1e30), the backward's
+  elementwise pass runs in float64 instead (``_fits``).
+
+A standardization over some axes reaches these kernels in one of four layouts, chosen by
+``_layout`` from the shapes alone:
+
+=========  ============  ==================================================  ===============================
+layout     x viewed as   statistic s is over                                 weight and bias
+=========  ============  ==================================================  ===============================
+channels   (P, S, Q)     x[:, s, :]                                          one value per statistic, (S,)
+columns    (P, S)        x[:, s] (channels with Q = 1; read row by row)      one value per statistic, (S,)
+rows       (S, K)        x[s, :]                                             per element: weight[s % G, k]
+groups     (S, K, L)     x[s, :, :], K channels of L elements each           per channel: weight[s % G, k]
+=========  ============  ==================================================  ===============================
+
+BatchNorm is channels (N, C, H*W), or columns (N, C) for BatchNorm1d on 2-D input. InstanceNorm
+is channels (1, N*C, H*W). LayerNorm is rows (N*..., prod(normalized_shape)) with G = 1. GroupNorm
+is groups (N*G, C/G, H*W). LayerNorm and GroupNorm without affine parameters are channels with
+P = 1.
+
+Parallelism: every ``prange`` runs over statistics (each computed whole by one thread), over
+fixed blocks of columns, or over fixed blocks of rows whose partial parameter gradients are
+added in block order; so the bits never depend on the thread count.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._jit import pjit
+
+_COLUMNS = 64            # columns per block in the columns layout: the block's sums stay in L1
+_BLOCKS = 16             # at most this many partial parameter gradients in the rows layout
+
+
+@njit(inline="always")
+def _finish(mean, sum_c, sum_cc, m, eps):
+    """Steps 3-4 from the centred sums Σc and Σc² (c = x - mean): (mean, biased var, inv_std).
+
+    NOTE: corrected two-pass. Σc is 0 in exact arithmetic. Its rounding error, shift, moves into
+    the mean, and shift² comes off the variance. This keeps var accurate when |mean| >> std.
+    Never E[x²] - E[x]²."""
+    shift = sum_c / m
+    var = max(sum_cc / m - shift * shift, 0.0)
+    return mean + shift, var, 1.0 / np.sqrt(var + eps)
+
+
+@njit(inline="always")
+def _fits(a):
+    """True when the backward's factor a (about inv_std² times a gradient) lies well inside float32's range, so the
+    elementwise pass may run in float32. Not so for inputs near 1e30 (a ~ 1e-60), where it runs in float64.
+
+    NOTE: the compiler may reassociate the elementwise expression (fastmath "reassoc", which the sums need to
+    vectorize), so every product of its factors must be representable too; a is the largest such product."""
+    return a == 0.0 or 1e-30 < abs(a) < 1e30
+
+
+# ---- channels: (P, S, Q), weight and bias per statistic ---------------------------------------------
+@pjit
+def _channels_forward(x, weight, bias, eps, y, mean, var, inv_std):
+    p, n_stats, q = x.shape
+    m = p * q
+    T = x.dtype.type
+    for s in prange(n_stats):
+        total = 0.0
+        for i in range(p):
+            for j in range(q):
+                total += x[i, s, j]
+        mu = total / m                                          # step 1: mean
+        sum_c = 0.0
+        sum_cc = 0.0
+        for i in range(p):
+            for j in range(q):
+                c = x[i, s, j] - mu                             # step 2: centred
+                sum_c += c
+                sum_cc += c * c
+        mu, v, inv = _finish(mu, sum_c, sum_cc, m, eps)         # steps 3-4: var, inv_std
+        # steps 5-6: y = x_hat * weight + bias = (x - centre) * scale + offset
+        centre = T(mu)
+        sc = inv * weight[s]
+        scale = T(sc)
+        offset = T(bias[s] - (mu - centre) * sc)
+        for i in range(p):
+            for j in range(q):
+                y[i, s, j] = (x[i, s, j] - centre) * scale + offset
+        mean[s] = mu
+        var[s] = v
+        inv_std[s] = inv
+
+
+@pjit
+def _channels_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
+    p, n_stats, q = x.shape
+    m = p * q
+    T = x.dtype.type
+    for s in prange(n_stats):
+        mu = mean[s]
+        inv = inv_std[s]
+        sg = 0.0
+        sgc = 0.0
+        for i in range(p):
+            for j in range(q):
+                g = gy[i, s, j]
+                sg += g                                         # Σgy                  (= gbeta)
+                sgc += g * (x[i, s, j] - mu)                    # Σgy·(x - mean)
+        sum_gy[s] = sg
+        sum_gy_xhat[s] = sgc * inv                              # Σgy·x_hat            (= ggamma)
+        # gx = inv_std·weight·(gy - (Σgy + x_hat·Σ(gy·x_hat)) / m)   (weight constant: Σg_hat = weight·Σgy)
+        #    = scale·gy + a·(x - mean) + k                           (docs section 6)
+        sc = inv * weight[s]
+        a = -sc * inv * inv * sgc / m
+        k = -sc * sg / m
+        if _fits(a):
+            centre = T(mu)
+            scale, a_t, k_t = T(sc), T(a), T(k - a * (mu - centre))
+            for i in range(p):
+                for j in range(q):
+                    gx[i, s, j] = scale * gy[i, s, j] + a_t * (x[i, s, j] - centre) + k_t
+        else:
+            for i in range(p):
+                for j in range(q):
+                    gx[i, s, j] = sc * gy[i, s, j] + a * (x[i, s, j] - mu) + k
+
+
+# ---- columns: (P, S), each statistic a strided column; blocks of _COLUMNS read row by row ----------------
+@pjit
+def _columns_forward(x, weight, bias, eps, y, mean, var, inv_std):
+    p, n_stats = x.shape
+    T = x.dtype.type
+    for b in prange((n_stats + _COLUMNS - 1) // _COLUMNS):
+        lo = b * _COLUMNS
+        n = min(_COLUMNS, n_stats - lo)
+        total = np.zeros(n)
+        for i in range(p):
+            row = x[i, lo:lo + n]
+            for s in range(n):
+                total[s] += row[s]
+        mu = total / p                                          # step 1
+        sum_c = np.zeros(n)
+        sum_cc = np.zeros(n)
+        for i in range(p):
+            row = x[i, lo:lo + n]
+            for s in range(n):
+                c = row[s] - mu[s]                              # step 2
+                sum_c[s] += c
+                sum_cc[s] += c * c
+        centre = np.empty(n, x.dtype)
+        scale = np.empty(n, x.dtype)
+        offset = np.empty(n, x.dtype)
+        for s in range(n):
+            mean[lo + s], var[lo + s], inv_std[lo + s] = _finish(mu[s], sum_c[s], sum_cc[s], p, eps)   # steps 3-4
+            centre[s] = T(mean[lo + s])                         # steps 5-6, as in channels
+            sc = inv_std[lo + s] * weight[lo + s]
+            scale[s] = T(sc)
+            offset[s] = T(bias[lo + s] - (mean[lo + s] - centre[s]) * sc)
+        for i in range(p):
+            row = x[i, lo:lo + n]
+            out = y[i, lo:lo + n]
+            for s in range(n):
+                out[s] = (row[s] - centre[s]) * scale[s] + offset[s]
+
+
+@pjit
+def _columns_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
+    p, n_stats = x.shape
+    T = x.dtype.type
+    for b in prange((n_stats + _COLUMNS - 1) // _COLUMNS):
+        lo = b * _COLUMNS
+        n = min(_COLUMNS, n_stats - lo)
+        mu = mean[lo:lo + n]
+        sg = np.zeros(n)
+        sgc = np.zeros(n)
+        for i in range(p):
+            row = x[i, lo:lo + n]
+            grow = gy[i, lo:lo + n]
+            for s in range(n):
+                sg[s] += grow[s]                                # Σgy
+                sgc[s] += grow[s] * (row[s] - mu[s])            # Σgy·(x - mean)
+        sc = np.empty(n)
+        a = np.empty(n)
+        k = np.empty(n)
+        fits = True
+        for s in range(n):
+            inv = inv_std[lo + s]
+            sum_gy[lo + s] = sg[s]
+            sum_gy_xhat[lo + s] = sgc[s] * inv                  # Σgy·x_hat
+            sc[s] = inv * weight[lo + s]                        # gx = scale·gy + a·(x - mean) + k, as in channels
+            a[s] = -sc[s] * inv * inv * sgc[s] / p
+            k[s] = -sc[s] * sg[s] / p
+            fits = fits and _fits(a[s])
+        if fits:
+            centre = np.empty(n, x.dtype)
+            scale = np.empty(n, x.dtype)
+            a_t = np.empty(n, x.dtype)
+            k_t = np.empty(n, x.dtype)
+            for s in range(n):
+                centre[s] = T(mu[s])
+                scale[s] = T(sc[s])
+                a_t[s] = T(a[s])
+                k_t[s] = T(k[s] - a[s] * (mu[s] - centre[s]))
+            for i in range(p):
+                row = x[i, lo:lo + n]
+                grow = gy[i, lo:lo + n]
+                out = gx[i, lo:lo + n]
+                for s in range(n):
+                    out[s] = scale[s] * grow[s] + a_t[s] * (row[s] - centre[s]) + k_t[s]
+        else:
+            for i in range(p):
+                for s in range(n):
+                    gx[i, lo + s] = sc[s] * gy[i, lo + s] + a[s] * (x[i, lo + s] - mu[s]) + k[s]
+
+
+# ---- rows: (S, K), weight and bias per element of a row (LayerNorm) ------------------------------------
+@pjit
+def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std):
+    n_stats, k_ = x.shape
+    n_groups = weight.shape[0]
+    T = x.dtype.type
+    for s in prange(n_stats):
+        total = 0.0
+        for k in range(k_):
+            total += x[s, k]
+        mu = total / k_                                         # step 1
+        sum_c = 0.0
+        sum_cc = 0.0
+        for k in range(k_):
+            c = x[s, k] - mu                                    # step 2
+            sum_c += c
+            sum_cc += c * c
+        mu, v, inv = _finish(mu, sum_c, sum_cc, k_, eps)        # steps 3-4
+        g = s % n_groups
+        centre = T(mu)
+        d = T(mu - centre)
+        inv_t = T(inv)
+        for k in range(k_):                                     # steps 5-6: x_hat = (x - centre - d)·inv_std
+            y[s, k] = ((x[s, k] - centre) - d) * inv_t * weight[g, k] + bias[g, k]
+        mean[s] = mu
+        var[s] = v
+        inv_std[s] = inv
+
+
+@pjit
+def _rows_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
+    """sum_gy and sum_gy_xhat are (B, G, K): block b's partial gbeta and ggamma, over rows
+    [S·b/B, S·(b+1)/B)."""
+    n_stats, k_ = x.shape
+    n_blocks, n_groups = sum_gy.shape[0], weight.shape[0]
+    T = x.dtype.type
+    for blk in prange(n_blocks):
+        for s in range(n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks):
+            mu = mean[s]
+            inv = inv_std[s]
+            g = s % n_groups
+            s1 = 0.0
+            s2 = 0.0
+            for k in range(k_):
+                gyk = gy[s, k]
+                c = x[s, k] - mu
+                g_hat = gyk * weight[g, k]                      # g_hat = weight·gy
+                s1 += g_hat                                     # Σg_hat
+                s2 += g_hat * c                                 # Σg_hat·(x - mean)
+                sum_gy[blk, g, k] += gyk                          # gbeta's partial
+                sum_gy_xhat[blk, g, k] += gyk * c * inv           # ggamma's partial: gy·x_hat
+            # gx = (inv_std/m)(m·g_hat - Σg_hat - x_hat·Σ(g_hat·x_hat)) = (inv_std·weight)·gy + a·(x - mean) + k
+            a = -inv * inv * inv * s2 / k_
+            kk = -inv * s1 / k_
+            if _fits(a):
+                centre = T(mu)
+                inv_t, a_t, k_t = T(inv), T(a), T(kk - a * (mu - centre))
+                for k in range(k_):
+                    gx[s, k] = inv_t * weight[g, k] * gy[s, k] + a_t * (x[s, k] - centre) + k_t
+            else:
+                for k in range(k_):
+                    gx[s, k] = inv * weight[g, k] * gy[s, k] + a * (x[s, k] - mu) + kk
+
+
+# ---- groups: (S, K, L), weight and bias per channel k of a statistic (GroupNorm) -----------------------
+@pjit
+def _groups_forward(x, weight, bias, eps, y, mean, var, inv_std):
+    n_stats, k_, l_ = x.shape
+    n_groups = weight.shape[0]
+    m = k_ * l_
+    T = x.dtype.type
+    for s in prange(n_stats):
+        total = 0.0
+        for k in range(k_):
+            for j in range(l_):
+                total += x[s, k, j]
+        mu = total / m                                          # step 1
+        sum_c = 0.0
+        sum_cc = 0.0
+        for k in range(k_):
+            for j in range(l_):
+                c = x[s, k, j] - mu                             # step 2
+                sum_c += c
+                sum_cc += c * c
+        mu, v, inv = _finish(mu, sum_c, sum_cc, m, eps)         # steps 3-4
+        g = s % n_groups
+        centre = T(mu)
+        for k in range(k_):                                     # steps 5-6, per channel k:
+            sc = inv * weight[g, k]                             #   y = (x - centre) * scale + offset
+            scale = T(sc)
+            offset = T(bias[g, k] - (mu - centre) * sc)
+            for j in range(l_):
+                y[s, k, j] = (x[s, k, j] - centre) * scale + offset
+        mean[s] = mu
+        var[s] = v
+        inv_std[s] = inv
+
+
+@pjit
+def _groups_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
+    """sum_gy and sum_gy_xhat are (S, K): each statistic's channel sums, which the caller adds over the batch."""
+    n_stats, k_, l_ = x.shape
+    n_groups = weight.shape[0]
+    m = k_ * l_
+    T = x.dtype.type
+    for s in prange(n_stats):
+        mu = mean[s]
+        inv = inv_std[s]
+        g = s % n_groups
+        s1 = 0.0
+        s2 = 0.0
+        for k in range(k_):
+            t1 = 0.0
+            t2 = 0.0
+            for j in range(l_):
+                gyv = gy[s, k, j]
+                t1 += gyv                                       # channel k's Σgy
+                t2 += gyv * (x[s, k, j] - mu)                   # and Σgy·(x - mean)
+            sum_gy[s, k] = t1
+            sum_gy_xhat[s, k] = t2 * inv
+            s1 += weight[g, k] * t1                             # Σg_hat
+            s2 += weight[g, k] * t2                             # Σg_hat·(x - mean)
+        a = -inv * inv * inv * s2 / m                           # gx = (inv_std·weight)·gy + a·(x - mean) + k
+        kk = -inv * s1 / m
+        if _fits(a):
+            centre = T(mu)
+            a_t, k_t = T(a), T(kk - a * (mu - centre))
+            for k in range(k_):
+                scale = T(inv * weight[g, k])
+                for j in range(l_):
+                    gx[s, k, j] = scale * gy[s, k, j] + a_t * (x[s, k, j] - centre) + k_t
+        else:
+            for k in range(k_):
+                sc = inv * weight[g, k]
+                for j in range(l_):
+                    gx[s, k, j] = sc * gy[s, k, j] + a * (x[s, k, j] - mu) + kk
+
+
+# ---- eval mode: frozen statistics, y = (x - centre) * scale + offset per statistic -----------------------
+@njit(inline="always")
+def _frozen_factors(running_mean, running_var, weight, bias, eps, mean, inv_std, centre, scale, offset):
+    """Per statistic: the running mean in float64, inv_std = 1/sqrt(running_var + eps), and the factors of
+    y = (x - centre) * scale + offset = (x - mean) * inv_std * weight + bias."""
+    T = centre.dtype.type
+    for s in range(mean.shape[0]):
+        mu = np.float64(running_mean[s])
+        inv = 1.0 / np.sqrt(np.float64(running_var[s]) + eps)
+        sc = inv * weight[s]
+        mean[s] = mu
+        inv_std[s] = inv
+        centre[s] = T(mu)
+        scale[s] = T(sc)
+        offset[s] = T(bias[s] - (mu - centre[s]) * sc)
+
+
+@pjit
+def _frozen_forward(x, running_mean, running_var, weight, bias, eps, y, mean, inv_std):
+    p, n_stats, q = x.shape
+    centre, scale, offset = np.empty(n_stats, x.dtype), np.empty(n_stats, x.dtype), np.empty(n_stats, x.dtype)
+    _frozen_factors(running_mean, running_var, weight, bias, eps, mean, inv_std, centre, scale, offset)
+    for ps in prange(p * n_stats):
+        i = ps // n_stats
+        s = ps % n_stats
+        c = centre[s]
+        a = scale[s]
+        b = offset[s]
+        for j in range(q):
+            y[i, s, j] = (x[i, s, j] - c) * a + b
+
+
+@pjit
+def _frozen_columns_forward(x, running_mean, running_var, weight, bias, eps, y, mean, inv_std):
+    p, n_stats = x.shape
+    centre, scale, offset = np.empty(n_stats, x.dtype), np.empty(n_stats, x.dtype), np.empty(n_stats, x.dtype)
+    _frozen_factors(running_mean, running_var, weight, bias, eps, mean, inv_std, centre, scale, offset)
+    for i in prange(p):
+        row = x[i]
+        out = y[i]
+        for s in range(n_stats):
+            out[s] = (row[s] - centre[s]) * scale[s] + offset[s]
+
+
+@pjit
+def _frozen_backward(x, gy, mean, scale, gx, sum_gy, sum_gy_xc):
+    """gx = gy·scale; per statistic Σgy and Σgy·(x - mean), for gbeta and ggamma (docs section 3)."""
+    p, n_stats, q = x.shape
+    for s in prange(n_stats):
+        a = scale[s]
+        mu = mean[s]
+        sg = 0.0
+        sgc = 0.0
+        for i in range(p):
+            for j in range(q):
+                g = gy[i, s, j]
+                gx[i, s, j] = g * a
+                sg += g
+                sgc += g * (x[i, s, j] - mu)        # centred first: Σgy·x - mean·Σgy would cancel
+        sum_gy[s] = sg
+        sum_gy_xc[s] = sgc
+
+
+@pjit
+def _frozen_columns_backward(x, gy, mean, scale, gx, sum_gy, sum_gy_xc):
+    p, n_stats = x.shape
+    for b in prange((n_stats + _COLUMNS - 1) // _COLUMNS):
+        lo = b * _COLUMNS
+        n = min(_COLUMNS, n_stats - lo)
+        sg = np.zeros(n)
+        sgc = np.zeros(n)
+        for i in range(p):
+            row = x[i, lo:lo + n]
+            grow = gy[i, lo:lo + n]
+            out = gx[i, lo:lo + n]
+            for s in range(n):
+                g = grow[s]
+                out[s] = g * scale[lo + s]
+                sg[s] += g
+                sgc[s] += g * (row[s] - mean[lo + s])
+        for s in range(n):
+            sum_gy[lo + s] = sg[s]
+            sum_gy_xc[lo + s] = sgc[s]
+
+
+# ---- RMSNorm: rows (S, K), no centring (docs section 3) ---------------------------------------------
+@pjit
+def _rms_forward(x, weight, eps, y, inv_rms):
+    n_stats, k_ = x.shape
+    T = x.dtype.type
+    for s in prange(n_stats):
+        total = 0.0
+        for k in range(k_):
+            v = np.float64(x[s, k])
+            total += v * v                                      # Σx², squared in float64
+        inv = 1.0 / np.sqrt(total / k_ + eps)                   # inv_rms
+        inv_t = T(inv)
+        for k in range(k_):
+            y[s, k] = x[s, k] * inv_t * weight[k]               # y = x_hat·weight, x_hat = x·inv_rms
+        inv_rms[s] = inv
+
+
+@pjit
+def _rms_backward(x, gy, inv_rms, weight, gx, sum_gy_xhat):
+    """sum_gy_xhat is (B, K): block b's partial ggamma."""
+    n_stats, k_ = x.shape
+    n_blocks = sum_gy_xhat.shape[0]
+    T = x.dtype.type
+    for blk in prange(n_blocks):
+        for s in range(n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks):
+            inv = inv_rms[s]
+            s2 = 0.0
+            for k in range(k_):
+                gyk = gy[s, k]
+                xk = np.float64(x[s, k])
+                s2 += gyk * weight[k] * xk                      # Σg_hat·x
+                sum_gy_xhat[blk, k] += gyk * xk * inv             # ggamma's partial: gy·x_hat
+            # gx = inv_rms·(g_hat - x_hat·Σ(g_hat·x_hat)/m) = (inv_rms·weight)·gy + a·x
+            a = -inv * inv * inv * s2 / k_
+            if _fits(a):
+                inv_t, a_t = T(inv), T(a)
+                for k in range(k_):
+                    gx[s, k] = inv_t * weight[k] * gy[s, k] + a_t * x[s, k]
+            else:
+                for k in range(k_):
+                    gx[s, k] = inv * weight[k] * gy[s, k] + a * x[s, k]
+
+
+# ---- choosing a layout ------------------------------------------------------------------------------
+class _Layout:
+    """How a standardization of x over ``axes`` maps onto a kernel (see the module's table)."""
+
+    def __init__(self, kind, view, shape, axes, groups=1, span=None):
+        self.kind = kind                    # "channels", "columns", "rows" or "groups"
+        self.view = view                    # the shape x is viewed as
+        self.groups = groups                # G: rows and groups only
+        self.span = span                    # rows and groups: the axes [first, last) the parameters vary on
+        self.stat_shape = tuple(1 if i in axes else n for i, n in enumerate(shape))   # the statistics, keepdims
+        self.n_stats = math.prod(self.stat_shape)
+        if kind in ("channels", "columns"):
+            self.param_view = (self.n_stats,)           # the kernels' weight and bias
+            self.sums_shape = self.stat_shape           # the backward's per-parameter sums
+        else:
+            first, last = span
+            self.param_view = (groups, math.prod(shape[first:last]) // groups)
+            if kind == "rows":
+                self.sums_shape = (1,) * first + tuple(shape[first:last]) + (1,) * (len(shape) - last)
+            else:
+                self.sums_shape = tuple(shape[:last]) + (1,) * (len(shape) - last)
+
+
+def _layout(shape, axes, params):
+    """The kernel layout for x of ``shape`` standardized over ``axes``, with parameters of the given shapes
+    (each broadcastable to x, with x's number of dims); None when no kernel fits."""
+    kept = [i for i in range(len(shape)) if i not in axes]
+    if not kept or kept != list(range(kept[0], kept[-1] + 1)) or math.prod(shape) == 0:
+        return None
+    p = math.prod(shape[:kept[0]])
+    n_stats = math.prod(shape[kept[0]:kept[-1] + 1])
+    q = math.prod(shape[kept[-1] + 1:])
+    varies = [i for i in range(len(shape)) if any(ps[i] != 1 for ps in params)]
+    if not any(i in axes for i in varies):                       # constant within each statistic
+        if q == 1 and p > 1:
+            return _Layout("columns", (p, n_stats), shape, axes)
+        return _Layout("channels", (p, n_stats, q), shape, axes)
+    if p != 1:
+        return None                                              # varies within a statistic that is not trailing
+    r0 = kept[-1] + 1                                            # the first reduced axis
+    first, last = min(min(varies), r0), max(varies) + 1          # the parameters vary on axes [first, last)
+    n_groups = math.prod(shape[first:r0])                        # G: the kept axes among them
+    k = math.prod(shape[r0:last])                                # K: the reduced axes among them
+    rest = math.prod(shape[last:])                               # L: reduced axes the parameters are constant on
+    if rest == 1:
+        return _Layout("rows", (n_stats, k), shape, axes, n_groups, (first, last))
+    return _Layout("groups", (n_stats, k, rest), shape, axes, n_groups, (first, last))
+
+
+class NormKernels:
+    """The normalization kernels' entry points, as methods of CpuKernels. Arrays in and out are NumPy
+    arrays; x is float32 or float64, any layout (it is made contiguous)."""
+
+    def _start_norm(self):
+        self._layouts = {}                  # (shape, axes, parameter shapes) -> _Layout, or False for none
+        self._constants = {}                # (value, size, dtype) -> a read-only array: absent weights and biases
+
+    def standardize_forward(self, x, weight, bias, axes, eps):
+        """y = (x - mean) * inv_std * weight + bias over ``axes`` (weight, bias broadcastable to x, or None).
+
+        Returns None when no kernel fits the layout, else (y, mean, var, inv_std, saved): the statistics
+        float64 and shaped to broadcast against x, ``saved`` what standardize_backward needs."""
+        layout = self._layout_of(x.shape, axes, weight, bias)
+        if layout is None:
+            return None
+        self.thread_count()
+        xv = np.ascontiguousarray(x).reshape(layout.view)
+        w = self._param(weight, x, layout, 1.0)
+        b = self._param(bias, x, layout, 0.0)
+        y = self.empty(layout.view, x.dtype)
+        n = layout.n_stats
+        mean, var, inv_std = np.empty(n), np.empty(n), np.empty(n)
+        kernel = {"channels": _channels_forward, "columns": _columns_forward, "rows": _rows_forward,
+                  "groups": _groups_forward}[layout.kind]
+        kernel(xv, w, b, float(eps), y, mean, var, inv_std)
+        shape = layout.stat_shape
+        return y.reshape(x.shape), mean.reshape(shape), var.reshape(shape), inv_std.reshape(shape), \
+            (layout, w, mean, inv_std)
+
+    def standardize_backward(self, saved, x, gy):
+        """(gx, Σgy, Σgy·x_hat) of standardize_forward. The sums are float64 and shaped to broadcast against x,
+        already summed over some of the axes the parameters do not vary on (sum_to finishes the job)."""
+        layout, w, mean, inv_std = saved
+        self.thread_count()
+        xv = np.ascontiguousarray(x).reshape(layout.view)
+        gyv = np.ascontiguousarray(gy, dtype=x.dtype).reshape(layout.view)
+        gx = self.empty(layout.view, x.dtype)
+        if layout.kind in ("channels", "columns"):
+            sum_gy, sum_gy_xhat = np.empty(layout.n_stats), np.empty(layout.n_stats)
+            kernel = _channels_backward if layout.kind == "channels" else _columns_backward
+            kernel(xv, gyv, mean, inv_std, w, gx, sum_gy, sum_gy_xhat)
+        elif layout.kind == "rows":
+            blocks = min(layout.n_stats, _BLOCKS)
+            parts_gy, parts_gy_xhat = np.zeros((blocks, *w.shape)), np.zeros((blocks, *w.shape))
+            _rows_backward(xv, gyv, mean, inv_std, w, gx, parts_gy, parts_gy_xhat)
+            sum_gy, sum_gy_xhat = _in_order(parts_gy), _in_order(parts_gy_xhat)
+        else:
+            sum_gy, sum_gy_xhat = np.empty(layout.view[:2]), np.empty(layout.view[:2])
+            _groups_backward(xv, gyv, mean, inv_std, w, gx, sum_gy, sum_gy_xhat)
+        return gx.reshape(x.shape), sum_gy.reshape(layout.sums_shape), sum_gy_xhat.reshape(layout.sums_shape)
+
+    def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, stat_shape):
+        """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, the statistics and parameters (or None)
+        flat, one per statistic of stat_shape (1 on the reduced axes). Returns (y, mean, inv_std), the latter
+        float64 in stat_shape, or None when the kept axes are not one contiguous run."""
+        layout = self._layout_of(x.shape, _reduced_axes(stat_shape), None, None, stat_shape)
+        if layout is None or layout.kind not in ("channels", "columns"):
+            return None
+        self.thread_count()
+        xv = np.ascontiguousarray(x).reshape(layout.view)
+        y = self.empty(layout.view, x.dtype)
+        n = layout.n_stats
+        mean, inv_std = np.empty(n), np.empty(n)
+        w = self._constant(1.0, n, x.dtype) if weight is None else _as(weight, x.dtype)
+        b = self._constant(0.0, n, x.dtype) if bias is None else _as(bias, x.dtype)
+        kernel = _frozen_forward if layout.kind == "channels" else _frozen_columns_forward
+        kernel(xv, running_mean, running_var, w, b, float(eps), y, mean, inv_std)
+        return y.reshape(x.shape), mean.reshape(stat_shape), inv_std.reshape(stat_shape)
+
+    def frozen_backward(self, x, gy, mean, scale):
+        """(gx, Σgy, Σgy·(x - mean)) of frozen_forward, the sums per statistic in scale's shape; None as above."""
+        layout = self._layout_of(x.shape, _reduced_axes(scale.shape), None, None, scale.shape)
+        if layout is None or layout.kind not in ("channels", "columns"):
+            return None
+        self.thread_count()
+        xv = np.ascontiguousarray(x).reshape(layout.view)
+        gyv = np.ascontiguousarray(gy, dtype=x.dtype).reshape(layout.view)
+        gx = self.empty(layout.view, x.dtype)
+        sum_gy, sum_gy_xc = np.empty(layout.n_stats), np.empty(layout.n_stats)
+        kernel = _frozen_backward if layout.kind == "channels" else _frozen_columns_backward
+        kernel(xv, gyv, mean.reshape(-1), scale.reshape(-1).astype(x.dtype), gx, sum_gy, sum_gy_xc)
+        return gx.reshape(x.shape), sum_gy.reshape(scale.shape), sum_gy_xc.reshape(scale.shape)
+
+    def rms_forward(self, x, weight, axes, eps):
+        """(y, inv_rms, saved) of RMSNorm over the trailing ``axes``; inv_rms float64, shaped to broadcast."""
+        k = math.prod(x.shape[axes[0]:])
+        rows = math.prod(x.shape[:axes[0]])
+        if rows == 0 or k == 0:
+            return None
+        self.thread_count()
+        xv = np.ascontiguousarray(x).reshape(rows, k)
+        w = self._constant(1.0, k, x.dtype) if weight is None else _as(weight, x.dtype).reshape(k)
+        y = self.empty((rows, k), x.dtype)
+        inv_rms = np.empty(rows)
+        _rms_forward(xv, w, float(eps), y, inv_rms)
+        return y.reshape(x.shape), inv_rms.reshape(x.shape[:axes[0]] + (1,) * len(axes)), (w, inv_rms)
+
+    def rms_backward(self, saved, x, gy):
+        """(gx, Σgy·x_hat over the leading axes, float64, flat like the weight)."""
+        w, inv_rms = saved
+        self.thread_count()
+        rows, k = inv_rms.shape[0], w.shape[0]
+        xv = np.ascontiguousarray(x).reshape(rows, k)
+        gyv = np.ascontiguousarray(gy, dtype=x.dtype).reshape(rows, k)
+        gx = self.empty((rows, k), x.dtype)
+        parts = np.zeros((min(rows, _BLOCKS), k))
+        _rms_backward(xv, gyv, inv_rms, w, gx, parts)
+        return gx.reshape(x.shape), _in_order(parts)
+
+    def _layout_of(self, shape, axes, weight, bias, stat_shape=None):
+        """_layout, remembered per shape (a training loop asks the same question every step). ``stat_shape``
+        stands for a parameter that varies on every kept axis."""
+        key = (shape, axes, None if weight is None else weight.shape, None if bias is None else bias.shape, stat_shape)
+        layout = self._layouts.get(key)
+        if layout is None:
+            if len(self._layouts) > 1024:
+                self._layouts.clear()
+            params = [(1,) * (len(shape) - t.ndim) + tuple(t.shape) for t in (weight, bias) if t is not None]
+            params += [stat_shape] if stat_shape is not None else []
+            layout = self._layouts[key] = _layout(shape, axes, params) or False
+        return layout or None
+
+    def _param(self, t, x, layout, fill):
+        """A parameter as the kernel takes it: (S,) per statistic, or (G, K) per element or channel."""
+        size = math.prod(layout.param_view)
+        if t is None:
+            return self._constant(fill, size, x.dtype).reshape(layout.param_view)
+        if t.size == size and t.dtype == x.dtype and t.flags.c_contiguous:
+            return t.reshape(layout.param_view)                 # already laid out as the kernel reads it
+        t = t.reshape((1,) * (x.ndim - t.ndim) + t.shape)
+        if layout.kind in ("channels", "columns"):
+            full = np.broadcast_to(t, layout.stat_shape)
+        else:
+            first, last = layout.span
+            full = np.broadcast_to(t[(0,) * first + (slice(None),) * (last - first) + (0,) * (x.ndim - last)],
+                                   x.shape[first:last])
+        return np.ascontiguousarray(full, dtype=x.dtype).reshape(layout.param_view)
+
+    def _constant(self, value, size, dtype):
+        key = (value, size, dtype)
+        a = self._constants.get(key)
+        if a is None:
+            if len(self._constants) > 256:
+                self._constants.clear()
+            a = self._constants[key] = np.full(size, value, dtype=dtype)
+            a.flags.writeable = False
+        return a
+
+
+def _as(a, dtype):
+    return a if a.dtype == dtype and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=dtype)
+
+
+def _reduced_axes(stat_shape):
+    return tuple(i for i, n in enumerate(stat_shape) if n == 1)
+
+
+def _in_order(parts):
+    """parts[0] + parts[1] + ..., always in that order (so the bits do not depend on the thread count)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
