@@ -58,7 +58,8 @@ class _Recycler:
 
     def empty(self, shape, dtype):
         """np.empty(shape, dtype), on recycled memory when the array is large."""
-        nbytes = _nbytes(shape, dtype)
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < self.min_bytes:
             return np.empty(shape, dtype)
         with self._lock:
@@ -69,7 +70,7 @@ class _Recycler:
                 block = np.empty(nbytes, dtype=np.uint8)
                 self.blocks.setdefault(nbytes, []).append(block)
                 self.total += nbytes
-        return _view(block, nbytes, shape, dtype)
+        return block.view(dtype).reshape(shape)             # a block is exactly nbytes long
 
     def owns(self, a):
         block = a.base

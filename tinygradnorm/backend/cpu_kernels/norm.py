@@ -8,7 +8,9 @@ The comments name the steps of docs/normalization.md, section 1 (forward steps 1
 closed-form backward) and section 6 (how the closed form is rewritten for a loop). In short:
 
 - statistics (mean, var, and the backward's sums) accumulate in float64 whatever the input
-  dtype, by the corrected two-pass algorithm;
+  dtype, by the corrected two-pass algorithm: pass 1 sums x in x's own dtype (vectorized
+  twice as wide) for a provisional mean, and pass 2 sums c = x - mean and c² in float64; the
+  mean and variance come from pass 2's sums, so pass 1's rounding never reaches them;
 - the elementwise passes run in the input's dtype, as ``y = (x - centre) * scale + offset`` and
   ``gx = scale * gy + a * (x - centre) + k``, where ``centre`` is the mean rounded to that dtype
   and the per-statistic factors are computed in float64. Subtracting ``centre`` first keeps
@@ -49,6 +51,15 @@ _BLOCKS = 16             # at most this many partial parameter gradients in the 
 
 
 @njit(inline="always")
+def _provisional(total, m, first):
+    """Step 1's mean from pass 1's sum, in x's dtype: only the centre for pass 2, whose float64 sums of
+    x - mean correct any error in it (see _finish). Where a float32 sum overflowed, any element is as good a
+    centre (the shifted-data algorithm)."""
+    mean = np.float64(total) / m
+    return mean if np.isfinite(mean) else np.float64(first)
+
+
+@njit(inline="always")
 def _finish(mean, sum_c, sum_cc, m, eps):
     """Steps 3-4 from the centred sums Σc and Σc² (c = x - mean): (mean, biased var, inv_std).
 
@@ -77,11 +88,11 @@ def _channels_forward(x, weight, bias, eps, y, mean, var, inv_std):
     m = p * q
     T = x.dtype.type
     for s in prange(n_stats):
-        total = 0.0
+        total = T(0.0)
         for i in range(p):
             for j in range(q):
                 total += x[i, s, j]
-        mu = total / m                                          # step 1: mean
+        mu = _provisional(total, m, x[0, s, 0])                 # step 1: mean (pass 2 makes it exact)
         sum_c = 0.0
         sum_cc = 0.0
         for i in range(p):
@@ -145,12 +156,14 @@ def _columns_forward(x, weight, bias, eps, y, mean, var, inv_std):
     for b in prange((n_stats + _COLUMNS - 1) // _COLUMNS):
         lo = b * _COLUMNS
         n = min(_COLUMNS, n_stats - lo)
-        total = np.zeros(n)
+        total = np.zeros(n, x.dtype)
         for i in range(p):
             row = x[i, lo:lo + n]
             for s in range(n):
                 total[s] += row[s]
-        mu = total / p                                          # step 1
+        mu = np.empty(n)
+        for s in range(n):
+            mu[s] = _provisional(total[s], p, x[0, lo + s])    # step 1
         sum_c = np.zeros(n)
         sum_cc = np.zeros(n)
         for i in range(p):
@@ -232,10 +245,10 @@ def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std):
     n_groups = weight.shape[0]
     T = x.dtype.type
     for s in prange(n_stats):
-        total = 0.0
+        total = T(0.0)
         for k in range(k_):
             total += x[s, k]
-        mu = total / k_                                         # step 1
+        mu = _provisional(total, k_, x[s, 0])                   # step 1
         sum_c = 0.0
         sum_cc = 0.0
         for k in range(k_):
@@ -297,11 +310,11 @@ def _groups_forward(x, weight, bias, eps, y, mean, var, inv_std):
     m = k_ * l_
     T = x.dtype.type
     for s in prange(n_stats):
-        total = 0.0
+        total = T(0.0)
         for k in range(k_):
             for j in range(l_):
                 total += x[s, k, j]
-        mu = total / m                                          # step 1
+        mu = _provisional(total, m, x[s, 0, 0])                 # step 1
         sum_c = 0.0
         sum_cc = 0.0
         for k in range(k_):
@@ -557,18 +570,15 @@ class NormKernels:
         if layout is None:
             return None
         self.thread_count()
-        xv = np.ascontiguousarray(x).reshape(layout.view)
+        xv = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).reshape(layout.view)
         w = self._param(weight, x, layout, 1.0)
-        b = self._param(bias, x, layout, 0.0)
         y = self.empty(layout.view, x.dtype)
-        n = layout.n_stats
-        mean, var, inv_std = np.empty(n), np.empty(n), np.empty(n)
-        kernel = {"channels": _channels_forward, "columns": _columns_forward, "rows": _rows_forward,
-                  "groups": _groups_forward}[layout.kind]
-        kernel(xv, w, b, float(eps), y, mean, var, inv_std)
-        shape = layout.stat_shape
-        return y.reshape(x.shape), mean.reshape(shape), var.reshape(shape), inv_std.reshape(shape), \
-            (layout, w, mean, inv_std)
+        stats = np.empty((3, layout.n_stats))                  # mean, var, inv_std
+        mean, var, inv_std = stats
+        globals()[f"_{layout.kind}_forward"](xv, w, self._param(bias, x, layout, 0.0), float(eps), y, mean, var,
+                                             inv_std)
+        mean_s, var_s, inv_std_s = stats.reshape((3,) + layout.stat_shape)
+        return y.reshape(x.shape), mean_s, var_s, inv_std_s, (layout, w, mean, inv_std)
 
     def standardize_backward(self, saved, x, gy):
         """(gx, Σgy, Σgy·x_hat) of standardize_forward. The sums are float64 and shaped to broadcast against x,

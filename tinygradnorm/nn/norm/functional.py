@@ -24,9 +24,9 @@ def _check_impl(impl):
 def _check_tensor(name, x, min_dim=1):
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}(): argument 'input' (position 1) must be Tensor, not {type(x).__name__}")
-    if x.dtype.kind != "f":
+    if x.data.dtype.kind != "f":
         raise TypeError(f"{name}: expected a floating-point input, got dtype {x.dtype}; convert it with .float()")
-    if x.ndim < min_dim:
+    if x.data.ndim < min_dim:
         raise ValueError(f"{name}: expected an input with at least {min_dim} dims (got {x.ndim}D input of shape "
                          f"{tuple(x.shape)})")
 
@@ -38,17 +38,17 @@ def _check_dtypes(name, x, *params):
             continue
         if not isinstance(t, Tensor):
             raise TypeError(f"{name}(): weight, bias and running statistics must be Tensors, not {type(t).__name__}")
-        if t.dtype != x.dtype and not (x.dtype.itemsize < 4 and t.dtype == float32):
+        if t.data.dtype != x.data.dtype and not (x.data.dtype.itemsize < 4 and t.dtype == float32):
             raise RuntimeError(f"{name}: mixed dtype (CPU): all inputs must share same datatype (input is {x.dtype}, "
                                f"a parameter or statistic is {t.dtype}); convert the input with .to({t.dtype}) or "
                                f"the module with .to({x.dtype})")
-        if t.device is not x.device:
+        if t._device is not x._device:
             raise RuntimeError(f"{name}: input is on {x.device} but a parameter or statistic is on {t.device}; move "
                                f"the module with .to('{x.device}')")
 
 
 def _check_vector(name, what, t, size, x):
-    if t is not None and tuple(t.shape) != (size,):
+    if t is not None and t.data.shape != (size,):
         raise ValueError(f"{name}: expected {what} of shape ({size},) to match the {size} channels of input of shape "
                          f"{tuple(x.shape)}, got {what} of shape {tuple(t.shape)}")
 
@@ -59,21 +59,23 @@ def _check_eps(name, eps):
                          "statistic has zero variance")
 
 
-def _standardize(impl, x, weight, bias, axes, eps, shape):
+def _standardize(impl, x, weight, bias, axes, eps, shape, view=None, stats=True):
     """(y, mean, biased var, m) for x standardized over ``axes``; weight and bias flat, ``shape`` the shape that
-    broadcasts them against x.
+    broadcasts them against x. With ``stats`` false, mean and var are None (no running statistics need them).
 
     An empty x gives an empty y (as in PyTorch), with no statistics (m = 0) and zero gradients for the parameters.
     """
-    if x.numel() == 0:
+    if x.data.size == 0:
         return _affine_only(x, _as_param(weight, shape), _as_param(bias, shape)), None, None, 0
     if impl == "composite":
-        return composite.standardize(x, _as_param(weight, shape), _as_param(bias, shape), axes, eps)
-    stats = {}
+        y, mean, var, m = composite.standardize(x if view is None else x.reshape(view), _as_param(weight, shape),
+                                                _as_param(bias, shape), axes, eps)
+        return (y if view is None else y.reshape(x.shape)), mean, var, m
+    out = {} if stats else None
     params = [p for p in (weight, bias) if p is not None]
     y = Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None, has_bias=bias is not None,
-                          param_shape=shape, stats=stats)
-    return y, stats["mean"], stats["var"], stats["m"]
+                          param_shape=shape, stats=out, view=view)
+    return (y, out["mean"], out["var"], out["m"]) if stats else (y, None, None, 0)
 
 
 def _affine_only(x, weight, bias):
@@ -196,13 +198,14 @@ def _normalized_shape(normalized_shape):
 
 def _check_trailing(name, x, normalized_shape):
     k = len(normalized_shape)
-    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != normalized_shape:
+    shape = x.data.shape
+    if k == 0 or len(shape) < k or shape[len(shape) - k:] != normalized_shape:
         raise ValueError(f"{name}: Given normalized_shape={list(normalized_shape)}, expected input with shape "
                          f"[*, {', '.join(map(str, normalized_shape))}], but got input of size{list(x.shape)}")
 
 
 def _check_param(name, what, t, normalized_shape):
-    if t is not None and tuple(t.shape) != normalized_shape:
+    if t is not None and t.data.shape != normalized_shape:
         raise ValueError(f"{name}: expected {what} of shape {normalized_shape} (normalized_shape), got "
                          f"{tuple(t.shape)}")
 
@@ -225,7 +228,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, imp
     _check_dtypes(name, input, weight, bias)
     _check_eps(name, eps)
     shape = (1,) * axes[0] + normalized_shape
-    return _standardize(impl, input, weight, bias, axes, eps, shape)[0]
+    return _standardize(impl, input, weight, bias, axes, eps, shape, stats=False)[0]
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fused"):
@@ -248,10 +251,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fus
         return _affine_only(input, _as_param(weight, _channel_shape(input)), _as_param(bias, _channel_shape(input)))
     # NOTE: GroupNorm is a reshape plus the same standardization: (N, C, *) -> (N, G, C/G, S)
     # with statistics over (C/G, S), and weight/bias shaped (1, G, C/G, 1) to stay per channel.
-    grouped = (n, num_groups, c // num_groups, -1)
+    grouped = (n, num_groups, c // num_groups, math.prod(input.shape[2:]))
     shape = (1, num_groups, c // num_groups, 1)
-    y = _standardize(impl, input.reshape(grouped), weight, bias, (2, 3), eps, shape)[0]
-    return y.reshape(input.shape)
+    return _standardize(impl, input, weight, bias, (2, 3), eps, shape, view=grouped, stats=False)[0]
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None, *, impl="fused"):

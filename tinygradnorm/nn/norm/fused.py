@@ -36,16 +36,17 @@ class Standardize(Function):
 
     Used by BatchNorm (axes: all but C), InstanceNorm (the spatial axes), LayerNorm (the
     trailing normalized axes) and GroupNorm (each group's channels and spatial axes).
-    ``stats`` receives the batch mean and biased variance for the running statistics.
+    ``stats``, unless None, receives the batch mean and biased variance for the running statistics.
 
     Backward needs x_hat. Rather than keep it (a full array), it keeps x (which the graph holds
     anyway) and the per-statistic mean and inv_std, and rebuilds x_hat.
     """
 
-    def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, stats):
+    def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, stats, view=None):
         xp = self.xp
         weight, bias = _params(params, has_weight, has_bias, param_shape)
-        self.x_in, x = x, _acc(xp, x)
+        self.x_in, self.view = x, view
+        x = _acc(xp, x if view is None else x.reshape(view))   # GroupNorm standardizes (N, G, C/G, S)
         m = 1
         for a in axes:
             m *= x.shape[a]
@@ -56,16 +57,17 @@ class Standardize(Function):
         else:
             y, mean, var, inv_std = _standardize(xp, x, weight, bias, axes, eps, m)
             self.kernel_saved = None
-        stats["mean"], stats["var"], stats["m"] = mean.astype(x.dtype), var.astype(x.dtype), m
+        if stats is not None:                   # the batch statistics, for running statistics (BatchNorm, InstanceNorm)
+            stats["mean"], stats["var"], stats["m"] = mean.astype(x.dtype), var.astype(x.dtype), m
         self.mean, self.inv_std, self.weight, self.axes, self.m = mean, inv_std, weight, axes, m
         self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
         self.bias_shape = None if bias is None else bias.shape
-        return y.astype(self.x_in.dtype, copy=False)
+        return y.astype(self.x_in.dtype, copy=False).reshape(self.x_in.shape)
 
     def backward(self, gy):
-        xp = self.xp
-        x = _acc(xp, self.x_in)
-        gy = gy.astype(x.dtype, copy=False)
+        xp, view = self.xp, self.view
+        x = _acc(xp, self.x_in if view is None else self.x_in.reshape(view))
+        gy = gy.astype(x.dtype, copy=False) if view is None else gy.astype(x.dtype, copy=False).reshape(view)
         if self.kernel_saved is not None:
             gx, sum_gy, sum_gy_xhat = self.backend.kernels.standardize_backward(self.kernel_saved, x, gy)
             ggamma = sum_gy_xhat if self.weight is not None else None
@@ -78,7 +80,7 @@ class Standardize(Function):
             grads.append(self._param_grad(ggamma, 1, x.dtype))
         if self.bias_shape is not None:
             grads.append(self._param_grad(gbeta, len(grads) + 1, x.dtype))
-        return (gx.astype(self.x_in.dtype, copy=False), *grads)
+        return (gx.astype(self.x_in.dtype, copy=False).reshape(self.x_in.shape), *grads)
 
     def _param_grad(self, g, i, dtype):
         """The gradient of the i-th input (a parameter) from g, summed down to its broadcast shape, then flat."""

@@ -194,8 +194,6 @@ class LayerNorm(Module):
         _affine_params(self, shape, elementwise_affine, bias, device, dtype)
 
     def forward(self, input):
-        check_tensor("layer_norm", input)
-        F._check_trailing("LayerNorm", input, self.normalized_shape)
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps, impl=self.impl)
 
     def extra_repr(self):
