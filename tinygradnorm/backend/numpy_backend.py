@@ -8,6 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 _UNSET = object()
+
+# NOTE: after a parallel loop, each OpenMP thread spins waiting for the next one, by default for some
+# 300,000 rounds: milliseconds in which it keeps a core that the thread pool below (convolution) needs
+# next. Measured on the LeNet step: 20.4 ms at the default, 13.7 ms at 10,000 rounds (still enough to
+# catch a kernel that follows at once), 16.2 ms at 0. OpenMP reads this when it loads, so it is set on
+# import, before the kernels (or another library, such as PyTorch, whose OpenMP they would share) load
+# it. A value already set wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 # NOTE: handing half a product to another thread costs some 50-150 us; measured, LeNet's
 # largest linear layer (256x256 @ 256x120, 8M multiply-adds: 0.12 ms on one core) ran slower split.
 _SPLIT_MATMUL_MACS = 1 << 25
