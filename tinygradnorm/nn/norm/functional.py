@@ -107,7 +107,8 @@ def _update_running(running, batch, momentum):
 
 
 def _channel_shape(x):
-    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    shape = x.data.shape
+    return (1, shape[1]) + (1,) * (len(shape) - 2)
 
 
 def _as_param(t, shape):
@@ -129,23 +130,23 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """Normalize each channel (dim 1) over the batch and every other dim, as torch.nn.functional.batch_norm."""
     name = "batch_norm"
     _check_impl(impl)
-    if isinstance(input, Tensor) and input.ndim == 1 and input.numel() == 0:
+    if isinstance(input, Tensor) and input.data.ndim == 1 and input.data.size == 0:
         return input.clone()               # PyTorch accepts an empty 1-D input (and only an empty one)
     _check_tensor(name, input, 2)
-    if not training:
-        for what, t in (("running_mean", running_mean), ("running_var", running_var)):
-            if t is None:
-                raise RuntimeError(f"{name}: {what} must be defined in evaluation mode (training=False normalizes "
-                                   "with the running statistics); pass running_mean and running_var, or training=True")
+    if not training and (running_mean is None or running_var is None):
+        what = "running_mean" if running_mean is None else "running_var"
+        raise RuntimeError(f"{name}: {what} must be defined in evaluation mode (training=False normalizes with the "
+                           "running statistics); pass running_mean and running_var, or training=True")
     _check_running(name, running_mean, running_var)
-    c = input.shape[1]
-    for what, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
-                    ("bias", bias)):
-        _check_vector(name, what, t, c, input)
+    c = input.data.shape[1]
+    _check_vector(name, "running_mean", running_mean, c, input)
+    _check_vector(name, "running_var", running_var, c, input)
+    _check_vector(name, "weight", weight, c, input)
+    _check_vector(name, "bias", bias, c, input)
     _check_dtypes(name, input, weight, bias, running_mean, running_var)
     shape = _channel_shape(input)
-    axes = (0,) + tuple(range(2, input.ndim))
     if training:
+        axes = (0,) + tuple(range(2, input.data.ndim))
         if math.prod(input.shape[:1] + input.shape[2:]) == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                              f"{tuple(input.shape)}")

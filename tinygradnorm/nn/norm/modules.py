@@ -29,6 +29,13 @@ def _check_impl(layer, impl):
         raise ValueError(f"{layer}: impl must be one of {IMPLS} (got {impl!r})")
 
 
+def _attr(module, store, name):
+    """module.<name>, looked up in its parameter or buffer dict first: Module.__getattr__ is slow, and a norm
+    layer reads four of these per call."""
+    value = module.__dict__[store].get(name, _attr)
+    return getattr(module, name) if value is _attr else value
+
+
 def _affine_params(module, shape, weight, bias, device, dtype):
     """Register weight (ones) and bias (zeros) of ``shape``, or None for each that is switched off."""
     if weight:
@@ -84,7 +91,7 @@ class _NormBase(Module):
     def _check_input_dim(self, input):
         check_tensor(self._function, input)
         dims = self._dims
-        if input.ndim not in dims:
+        if input.data.ndim not in dims:
             want = " or ".join(f"{d}D" for d in dims)
             raise ValueError(f"{type(self).__name__} expected {want} input (got {input.ndim}D input of shape "
                              f"{tuple(input.shape)})")
@@ -99,22 +106,24 @@ class _BatchNorm(_NormBase):
 
     def forward(self, input):
         self._check_input_dim(input)
-        channels = input.shape[1]
+        channels = input.data.shape[1]
         if channels != self.num_features:
             raise ValueError(f"{type(self).__name__} expected input with {self.num_features} channels (num_features) "
                              f"at dim 1, got {channels} channels in input of shape {tuple(input.shape)}")
+        running_mean, running_var = _attr(self, "_buffers", "running_mean"), _attr(self, "_buffers", "running_var")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            count = self.num_batches_tracked
+            count = _attr(self, "_buffers", "num_batches_tracked")
             count.data[...] += 1                # in place, as torch's add_(1): a buffer, outside any graph
             bump_version(count, "add_")
             if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked.item())  # cumulative moving average
+                factor = 1.0 / float(count.item())       # cumulative moving average
         # Eval uses the running statistics when they are tracked, else the batch's own.
-        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        use_batch_stats = self.training or (running_mean is None and running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
-                            self.weight, self.bias, use_batch_stats, factor, self.eps, impl=self.impl)
+        return F.batch_norm(input, running_mean if track else None, running_var if track else None,
+                            _attr(self, "_parameters", "weight"), _attr(self, "_parameters", "bias"), use_batch_stats,
+                            factor, self.eps, impl=self.impl)
 
 
 class BatchNorm1d(_BatchNorm):
