@@ -56,20 +56,23 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{n:6d}  {reason}")
 
 
-def mutant(fn, old, new):
+def mutant(fn, old, new, **names):
     """fn with the text ``old`` of its source replaced by ``new``: a planted bug. fn is a Python function or a
-    Numba-compiled one (recompiled with its own options, uncached)."""
+    Numba-compiled one (recompiled with its own options, uncached). ``names`` replace globals that fn calls (a
+    mutant of a helper that Numba inlines, say)."""
     import inspect
     import textwrap
     py = getattr(fn, "py_func", fn)
     src = textwrap.dedent(inspect.getsource(py))
-    assert src.count(old) == 1, f"{old!r} appears {src.count(old)} times in {py.__name__}"
-    lines = src.replace(old, new).splitlines()
+    assert not old or src.count(old) == 1, f"{old!r} appears {src.count(old)} times in {py.__name__}"
+    lines = (src.replace(old, new) if old else src).splitlines()
     body = "\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("def ")):])
-    namespace = dict(py.__globals__)
+    namespace = dict(py.__globals__, **names)
     exec(compile(body, f"<mutant of {py.__name__}>", "exec"), namespace)
     wrong = namespace[py.__name__]
     if py is fn:
         return wrong
     from numba import njit
-    return njit(**{k: v for k, v in fn.targetoptions.items() if k not in ("cache", "nopython")})(wrong)
+    # NOTE: compiled serially (prange runs as range): the same maths, compiled several times faster.
+    options = {k: v for k, v in fn.targetoptions.items() if k not in ("cache", "nopython", "parallel")}
+    return njit(**options)(wrong)

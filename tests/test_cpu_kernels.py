@@ -2,8 +2,10 @@
 recycled output memory and the backend's split matmul.
 
 Each is checked against the NumPy code it replaces (which the rest of the suite checks against
-PyTorch and finite differences), against PyTorch in float32, and with its work cut into many
-pieces, so that the code joining pieces (chunks, threads) is exercised at test sizes too.
+PyTorch and finite differences) and against PyTorch in float32. The convolution's work is cut into
+many pieces, so that the code joining pieces (chunks, threads) runs at test sizes too; sigmoid and
+pooling compute every element on its own, and give the same bits on any number of threads.
+(The normalization kernels have tests/test_norm_kernels.py.)
 """
 import os
 import subprocess
@@ -82,10 +84,21 @@ def test_float32_sigmoid_matches_torch(torch):
     _float32_matches_torch(torch, a, lambda t: t.sigmoid(), lambda t: t.sigmoid(), rtol=2e-7, atol=1e-30)
 
 
+def _same_bits_on_any_thread_count(monkeypatch, fn):
+    """fn() on one thread, on the backend's count and on 7: the bytes it returns are equal."""
+    seen = set()
+    for k in (1, BACKEND.threads, 7):
+        monkeypatch.setattr(BACKEND, "threads", k)
+        seen.add(fn().tobytes())
+    return len(seen) == 1
+
+
 @needs_kernels
-@pytest.mark.usefixtures("many_pieces")
-def test_sigmoid_in_pieces_gradchecks():
+def test_sigmoid_gradchecks_and_gives_the_same_bits_on_any_thread_count(monkeypatch):
     assert tg.gradcheck(lambda t: t.sigmoid(), (leaf(R.standard_normal((5, 7)) * 3),))
+    x = (R.standard_normal(100_003) * 5).astype(np.float32)
+    assert _same_bits_on_any_thread_count(monkeypatch, lambda: KERNELS.sigmoid_forward(x))
+    assert _same_bits_on_any_thread_count(monkeypatch, lambda: KERNELS.sigmoid_backward(x, x))
 
 
 # ---- average pooling ----------------------------------------------------------------
@@ -103,9 +116,16 @@ def test_float32_avg_pool_matches_torch(torch, kw, hw):
 
 @needs_kernels
 @pytest.mark.parametrize("kw", POOLS)
-@pytest.mark.usefixtures("many_pieces")
-def test_avg_pool_in_pieces_gradchecks(kw):
+def test_avg_pool_gradchecks_and_gives_the_same_bits_on_any_thread_count(kw, monkeypatch):
     assert tg.gradcheck(lambda t: F.avg_pool2d(t, **kw), (leaf(R.standard_normal((2, 3, 7, 6))),))
+    x = tg.tensor(R.standard_normal((8, 5, 9, 7)).astype(np.float32), requires_grad=True)
+
+    def forward_and_backward():
+        x.grad = None
+        y = F.avg_pool2d(x, **kw)
+        y.backward(tg.tensor(np.ones(y.shape, dtype=np.float32)))
+        return np.concatenate([y.numpy().ravel(), x.grad.numpy().ravel()])
+    assert _same_bits_on_any_thread_count(monkeypatch, forward_and_backward)
 
 
 # ---- convolution in chunks ------------------------------------------------------------

@@ -42,16 +42,19 @@ def set_threads(monkeypatch):
     set_to(saved)
 
 
-def _train_digest(steps=3):
-    """A hash of every parameter, buffer and loss after a few SGD steps of a net with every kind of layer."""
+def _train_digest(steps=3, dtype=np.float32):
+    """A hash of every parameter, buffer and loss after a few SGD steps of a net with every kind of layer, then
+    an eval forward and backward. (In float64 too: a float64 sum added in another order mostly rounds to the same
+    float32, so only float64 shows every difference.)"""
     tg.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Sigmoid(), nn.AvgPool2d(2),
         nn.Conv2d(4, 6, 3), nn.GroupNorm(2, 6), nn.Sigmoid(), nn.InstanceNorm2d(6, affine=True),
-        nn.Flatten(), nn.Linear(24, 16), nn.BatchNorm1d(16), nn.Sigmoid(), nn.LayerNorm(16), nn.Linear(16, 5))
+        nn.Flatten(), nn.Linear(24, 16), nn.BatchNorm1d(16), nn.Sigmoid(), nn.LayerNorm(16), nn.RMSNorm(16),
+        nn.Linear(16, 5)).to(tg.float64 if dtype == np.float64 else tg.float32)
     opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     rng = np.random.default_rng(1)
-    x = tg.tensor(rng.standard_normal((24, 2, 8, 8)).astype(np.float32))
+    x = tg.tensor(rng.standard_normal((24, 2, 8, 8)).astype(dtype))
     y = tg.tensor(rng.integers(0, 5, 24))
     digest = hashlib.sha256()
     for _ in range(steps):
@@ -60,17 +63,23 @@ def _train_digest(steps=3):
         loss.backward()
         opt.step()
         digest.update(loss.numpy().tobytes())
+    model.eval()                        # and eval mode, forward and backward: the frozen-statistics kernels
+    x.requires_grad_()
+    F.cross_entropy(model(x), y).backward()
+    digest.update(x.grad.numpy().tobytes())
     for t in list(model.parameters()) + list(model.buffers()):
         digest.update(t.numpy().tobytes())
+        digest.update(t.grad.numpy().tobytes() if t.grad is not None else b"")
     return digest.hexdigest()
 
 
 @pytest.mark.usefixtures("cpu_path")
-def test_training_is_bit_identical_for_any_thread_count(set_threads):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_is_bit_identical_for_any_thread_count(set_threads, dtype):
     digests = {}
     for k in (1, 2, 3, 4, 7):
         set_threads(k)
-        digests[k] = _train_digest()
+        digests[k] = _train_digest(dtype=dtype)
     assert len(set(digests.values())) == 1, digests
 
 

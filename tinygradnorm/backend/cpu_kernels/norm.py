@@ -380,17 +380,17 @@ def _groups_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
 @njit(inline="always")
 def _frozen_factors(running_mean, running_var, weight, bias, eps, mean, inv_std, centre, scale, offset):
     """Per statistic: the running mean in float64, inv_std = 1/sqrt(running_var + eps), and the factors of
-    y = (x - centre) * scale + offset = (x - mean) * inv_std * weight + bias."""
+    y = (x - centre) * scale + offset = (x - mean) * inv_std * weight + bias. The running statistics have x's
+    dtype, so centre is the mean exactly."""
     T = centre.dtype.type
     for s in range(mean.shape[0]):
         mu = np.float64(running_mean[s])
         inv = 1.0 / np.sqrt(np.float64(running_var[s]) + eps)
-        sc = inv * weight[s]
         mean[s] = mu
         inv_std[s] = inv
         centre[s] = T(mu)
-        scale[s] = T(sc)
-        offset[s] = T(bias[s] - (mu - centre[s]) * sc)
+        scale[s] = T(inv * weight[s])
+        offset[s] = bias[s]
 
 
 @pjit
