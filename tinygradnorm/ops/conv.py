@@ -25,7 +25,7 @@ class Conv2d(Function):
     building or scattering the columns moves contiguous blocks, one kernel offset at a time.
 
     Where the backend has compiled kernels, ``kernels.conv2d_forward`` and ``conv2d_backward``
-    do the same maths a cache-sized chunk of samples at a time (see cpu_kernels.py): backward
+    do the same maths a cache-sized chunk of samples at a time (see backend/cpu_kernels/conv.py): backward
     rebuilds each chunk's columns from x (which the graph holds anyway) rather than keeping an
     array KH*KW times the size of x.
     """

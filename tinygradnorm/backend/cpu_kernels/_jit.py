@@ -1,11 +1,11 @@
 """How the kernels are compiled: by Numba, without the GIL, cached on disk.
 
-``jit`` compiles a loop that runs on a range [lo, hi) handed to it by the backend's thread pool.
 ``pjit`` compiles a loop written with ``prange``: Numba's own threads (OpenMP) run its
 iterations, with a launch that costs microseconds where handing work to a Python thread pool
 costs some 50. Every prange loop here computes each iteration's result on its own, or adds
 partial sums over blocks that depend on the shapes only, so the result never depends on how
-many threads run it.
+many threads run it. (The convolution, whose chunks call BLAS, runs on the backend's thread pool
+instead: see conv.py.)
 
 NOTE: Numba's fallback threading layer (workqueue) aborts the process when two Python threads
 launch parallel loops at once. Where no thread-safe layer (OpenMP or TBB) is installed, ``pjit``
@@ -41,12 +41,10 @@ PARALLEL = _thread_safe_layer()
 MAX_THREADS = numba.config.NUMBA_NUM_THREADS if PARALLEL else 1
 
 
-def jit(fn):
-    return njit(nogil=True, fastmath=FAST, cache=True)(fn)
-
-
-def pjit(fn):
-    return njit(nogil=True, fastmath=FAST, cache=True, parallel=PARALLEL)(fn)
+def pjit(fn=None, **options):
+    """Compile a prange loop: ``@pjit``, or ``@pjit(option=...)`` to change Numba's options."""
+    compile_ = njit(**dict(dict(nogil=True, fastmath=FAST, cache=True, parallel=PARALLEL), **options))
+    return compile_ if fn is None else compile_(fn)
 
 
 class ThreadCount:

@@ -12,11 +12,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._jit import FAST, PARALLEL
-
-
-def _pjit(**options):
-    return njit(nogil=True, cache=True, parallel=PARALLEL, **options)
+from ._jit import pjit
 
 
 class PointwiseKernels:
@@ -71,7 +67,7 @@ class PointwiseKernels:
             kernel_any(src, dst, *kernel, *stride, *padding, inv)
 
 
-@_pjit()
+@pjit(fastmath=False)
 def _erf(x, y):
     for k in prange(x.size):
         y[k] = math.erf(x[k])
@@ -88,7 +84,7 @@ def _erf(x, y):
 # v = n*ln2 + r with |r| <= ln2/2, so exp(v) = 2^n * exp(r); exp(r) is a degree-7 polynomial
 # (Cephes's expf coefficients, within about 1 ulp), and 2^n is built from its exponent bits,
 # in two halves so that results down to 2^-149 (subnormal) come out right.
-@_pjit(fastmath=FAST, error_model="numpy")
+@pjit(error_model="numpy")
 def _sigmoid_f32(x, y):
     one = np.float32(1.0)
     for k in prange(x.size):
@@ -117,7 +113,7 @@ def _pow2_f32(k):
     return np.int32((k + 127) << 23).view(np.float32)
 
 
-@_pjit(fastmath=FAST)
+@pjit
 def _sigmoid_f64(x, y):
     for k in prange(x.size):
         v = x[k]
@@ -125,7 +121,7 @@ def _sigmoid_f64(x, y):
         y[k] = (1.0 if v >= 0 else t) / (1.0 + t)
 
 
-@_pjit(fastmath=FAST)
+@pjit
 def _sigmoid_backward(y, gy, gx):
     for k in prange(y.size):
         gx[k] = gy[k] * y[k] * (1 - y[k])
@@ -134,7 +130,7 @@ def _sigmoid_backward(y, gy, gx):
 # ---- average pooling over (planes, H, W): each window's sum times 1 / its divisor -----------------
 # NOTE: the general kernels' window loops have trip counts known only at run time, which keeps
 # the compiler from vectorizing; the common 2x2, stride-2, unpadded case, written out, ran 10x faster.
-@_pjit(fastmath=FAST)
+@pjit
 def _avg_pool_2x2_forward(x, y):
     _, oh, ow = y.shape
     for m in prange(y.shape[0]):
@@ -144,7 +140,7 @@ def _avg_pool_2x2_forward(x, y):
                               + x[m, 2 * a + 1, 2 * b] + x[m, 2 * a + 1, 2 * b + 1]) * np.float32(0.25)
 
 
-@_pjit(fastmath=FAST)
+@pjit
 def _avg_pool_2x2_backward(gy, gx):
     _, oh, ow = gy.shape
     _, h, w = gx.shape
@@ -160,7 +156,7 @@ def _avg_pool_2x2_backward(gy, gx):
                 gx[m, 2 * a + 1, 2 * b + 1] = g
 
 
-@_pjit(fastmath=FAST)
+@pjit
 def _avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, inv):
     _, h, w = x.shape
     _, oh, ow = y.shape
@@ -176,7 +172,7 @@ def _avg_pool_forward(x, y, kh, kw, sh, sw, ph, pw, inv):
                 y[m, a, b] = total * inv[a, b]
 
 
-@_pjit(fastmath=FAST)
+@pjit
 def _avg_pool_backward(gy, gx, kh, kw, sh, sw, ph, pw, inv):
     _, h, w = gx.shape
     _, oh, ow = gy.shape
