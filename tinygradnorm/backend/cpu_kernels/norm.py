@@ -596,7 +596,7 @@ class NormKernels:
             blocks = min(layout.n_stats, _BLOCKS)
             parts_gy, parts_gy_xhat = np.zeros((blocks, *w.shape)), np.zeros((blocks, *w.shape))
             _rows_backward(xv, gyv, mean, inv_std, w, gx, parts_gy, parts_gy_xhat)
-            sum_gy, sum_gy_xhat = _in_order(parts_gy), _in_order(parts_gy_xhat)
+            sum_gy, sum_gy_xhat = parts_gy.sum(axis=0), parts_gy_xhat.sum(axis=0)    # in a fixed order
         else:
             sum_gy, sum_gy_xhat = np.empty(layout.view[:2]), np.empty(layout.view[:2])
             _groups_backward(xv, gyv, mean, inv_std, w, gx, sum_gy, sum_gy_xhat)
@@ -658,7 +658,7 @@ class NormKernels:
         gx = self.empty((rows, k), x.dtype)
         parts = np.zeros((min(rows, _BLOCKS), k))
         _rms_backward(xv, gyv, inv_rms, w, gx, parts)
-        return gx.reshape(x.shape), _in_order(parts)
+        return gx.reshape(x.shape), parts.sum(axis=0)
 
     def _layout_of(self, shape, axes, weight, bias, stat_shape=None):
         """_layout, remembered per shape (a training loop asks the same question every step). ``stat_shape``
@@ -706,11 +706,3 @@ def _as(a, dtype):
 
 def _reduced_axes(stat_shape):
     return tuple(i for i, n in enumerate(stat_shape) if n == 1)
-
-
-def _in_order(parts):
-    """parts[0] + parts[1] + ..., always in that order (so the bits do not depend on the thread count)."""
-    total = parts[0].copy()
-    for part in parts[1:]:
-        total += part
-    return total
