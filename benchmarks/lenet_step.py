@@ -3,6 +3,10 @@ against the same network in PyTorch in the same run, for each normalization the 
 Reports milliseconds per step (median and best of --repeat, the two libraries timed in alternation) and the ratios.
 
 Usage: python benchmarks/lenet_step.py [--repeat 30] [--batch 256] [--norm batch|layer|group|instance|none|all]
+
+tinygradnorm is imported before torch, so both libraries' OpenMP runtimes start with the GOMP_SPINCOUNT it
+sets (see backend/numpy_backend.py); torch's own speed is the same either way (11.4 and 11.3 ms measured
+alone for --norm batch).
 """
 import argparse
 import statistics
