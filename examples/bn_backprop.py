@@ -3,9 +3,12 @@
 Prints the staged forward graph (mean, centred x, variance, inv_std, x_hat, y), the
 gradient of every intermediate on the way back, then the input gradient three ways: the
 hand-derived closed form, autograd through the composite layer, and finite differences.
-Read it next to docs/normalization.md section 1.
+Read it next to docs/normalization.md section 1. With --graph, it also draws the graph of one
+BatchNorm1d call both ways, fused (one hand-derived Function) and composite (the primitive ops
+autograd differentiates), side by side.
 
     python examples/bn_backprop.py
+    python examples/bn_backprop.py --graph bn_graphs.svg     # needs: pip install graphviz; dot renders it
 """
 import argparse
 
@@ -63,7 +66,15 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=4, help="examples in the batch (m, the values per channel)")
     ap.add_argument("--features", type=int, default=3, help="channels, each normalized on its own")
     ap.add_argument("--seed", type=int, default=0, help="seed for the batch, gamma, beta and gy")
+    ap.add_argument("--graph", metavar="FILE", default=None,
+                    help="also draw the fused and composite graphs, with their gradients, to FILE (.svg, .png, .pdf "
+                         "or .dot; without Graphviz's dot program, the DOT source goes to FILE.dot)")
     args = ap.parse_args(argv)
+    if args.graph is not None:
+        try:
+            import graphviz  # noqa: F401
+        except ImportError:
+            ap.error(f"--graph {args.graph}: drawing needs the graphviz package: pip install graphviz")
     if args.batch < 2:
         ap.error(f"--batch {args.batch}: batch norm needs at least 2 values per channel to have a variance")
     if args.features < 1:
@@ -102,13 +113,23 @@ def main(argv=None):
     print("    " + np.array2string(closed, precision=4, suppress_small=True).replace("\n", "\n    "))
 
     results = {"staged graph (autograd)": staged, "closed form (by hand)": closed}
+    outputs, names = {}, []
     for impl in ("fused", "composite"):
         layer = nn.BatchNorm1d(c, eps=eps, impl=impl).double()
         layer.weight.data[...] = gamma_np
         layer.bias.data[...] = beta_np
         xi = tg.tensor(x_np, requires_grad=True)
-        layer(xi).backward(gy)
+        y_impl = layer(xi)
+        y_impl.backward(gy)
         results[f"nn.BatchNorm1d impl={impl}"] = xi.grad.numpy()
+        outputs[f"BatchNorm1d({c}, impl={impl!r})"] = y_impl
+        names += [("x", xi)] + list(layer.named_parameters())
+    if args.graph is not None:
+        from tinygradnorm.viz import draw_graphs, save_graph
+        g = draw_graphs(outputs, params=names, rankdir="TB")
+        written = save_graph(g, args.graph)
+        print(f"\nThe two graphs, with their gradients: {written}"
+              + ("" if written == args.graph else " (Graphviz's dot program is missing: DOT source only)"))
     layer = nn.BatchNorm1d(c, eps=eps).double()
     layer.weight.data[...] = gamma_np
     layer.bias.data[...] = beta_np

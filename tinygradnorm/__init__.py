@@ -13,7 +13,7 @@ from .ops import (add, sub, mul, div, pow, neg, eq, ne, lt, le, gt, ge, exp, log
                   transpose, flatten, squeeze, unsqueeze, broadcast_to, pad, cat, stack, matmul)
 from .gradcheck import gradcheck, GradcheckError
 from .serialization import save, load, get_rng_state, set_rng_state, CheckpointError
-from . import cuda, data, nn, optim  # noqa: E402,F401  (tg.nn.Linear, tg.optim.SGD, tg.cuda..., as in PyTorch)
+from . import cuda, data, nn, optim, testing, viz  # noqa: E402,F401  (tg.nn.Linear, tg.optim.SGD, tg.cuda..., as in PyTorch)
 
 clamp = clip
 __version__ = "0.1.0"

@@ -228,10 +228,47 @@ class Function:
         out.requires_grad, out._ctx = True, self
 
     def release(self):
-        """Drop what forward saved (keeping the graph's edges); a later backward through this node is an error."""
+        """Drop what forward saved (keeping the graph's edges, and the shapes and dtypes of the inputs for
+        pictures of the graph); a later backward through this node is an error."""
         edges, needs = self.edges, self.needs_input_grad
+        meta = tuple((p.data.shape, p.data.dtype) for p in self.parents)
         self.__dict__.clear()
-        self.edges, self.needs_input_grad, self.freed = edges, needs, True
+        self.edges, self.needs_input_grad, self.freed, self.input_meta = edges, needs, True, meta
+
+    # ---- the graph, walked as in PyTorch: t.grad_fn.name(), t.grad_fn.next_functions ----------------------
+    def name(self):
+        """This node's name in the backward graph, as PyTorch spells it: the op's name plus "Backward"."""
+        return f"{type(self).__name__}Backward"
+
+    @property
+    def next_functions(self):
+        """One (node, 0) pair per input of forward: the Function that made the input, an AccumulateGrad node
+        for a leaf that requires grad, or None for an input that needs no gradient."""
+        return tuple((AccumulateGrad(e) if isinstance(e, Tensor) else e, 0) for e in self.edges)
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+class AccumulateGrad:
+    """The node that adds a gradient into a leaf's ``.grad``: the end of every path in the backward graph."""
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self):
+        return "AccumulateGrad"
+
+    next_functions = ()
+
+    def __eq__(self, other):
+        return isinstance(other, AccumulateGrad) and other.variable is self.variable
+
+    def __hash__(self):
+        return id(self.variable)
+
+    def __repr__(self):
+        return "<AccumulateGrad>"
 
 
 def share_view(out, src, recorded):

@@ -5,7 +5,7 @@ once, and revisits them from cache for the second and third pass. The array code
 nn/norm/fused.py instead makes one trip to memory per operation.
 
 The comments name the steps of docs/normalization.md, section 1 (forward steps 1-6, the
-closed-form backward) and section 6 (how the closed form is rewritten for a loop). In short:
+closed-form backward) and section 7 (how the closed form is rewritten for a loop). In short:
 
 - statistics (mean, var, and the backward's sums) accumulate in float64 whatever the input
   dtype, by the corrected two-pass algorithm: pass 1 sums x in x's own dtype (vectorized
@@ -132,7 +132,7 @@ def _channels_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
         sum_gy[s] = sg
         sum_gy_xhat[s] = sgc * inv                              # Σgy·x_hat            (= ggamma)
         # gx = inv_std·weight·(gy - (Σgy + x_hat·Σ(gy·x_hat)) / m)   (weight constant: Σg_hat = weight·Σgy)
-        #    = scale·gy + a·(x - mean) + k                           (docs section 6)
+        #    = scale·gy + a·(x - mean) + k                           (docs section 7)
         sc = inv * weight[s]
         a = -sc * inv * inv * sgc / m
         k = -sc * sg / m

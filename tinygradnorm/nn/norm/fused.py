@@ -7,7 +7,7 @@ elements behind each statistic, ``x_hat`` the standardized input, ``inv_std`` 1/
 Each Function's array code is the docs' formula, line by line. It is what CuPy runs, and what
 the CPU runs without Numba. On the CPU, with Numba, a compiled kernel takes over wherever one fits
 (``self.backend.kernels``, whose loops live in backend/cpu_kernels/norm.py): the same formulas,
-one statistic at a time. docs/normalization.md, section 6, says which runs when.
+one statistic at a time. docs/normalization.md, section 7, says which runs when.
 
 Parameters arrive flat, as the modules hold them, with ``param_shape``, the shape that
 broadcasts them against x (BatchNorm's weight as (1, C, 1, 1), GroupNorm's as (1, G, C/G, 1)).
@@ -90,12 +90,12 @@ class Standardize(Function):
 
 
 def _standardize(xp, x, weight, bias, axes, eps, m):
-    """Forward steps 1-6 of docs section 1, the statistics accumulated in float64 (docs section 5)."""
+    """Forward steps 1-6 of docs section 1, the statistics accumulated in float64 (docs section 6)."""
     f64 = xp.float64
     mean = x.sum(axis=axes, keepdims=True, dtype=f64) / m                             # step 1
     centre = mean.astype(x.dtype)                                                     # the mean, in x's dtype
     centred = x - centre                                                              # step 2
-    # NOTE: corrected two-pass (docs section 5). Σ centred is 0 only in exact arithmetic. What
+    # NOTE: corrected two-pass (docs section 6). Σ centred is 0 only in exact arithmetic. What
     # rounding left in it, shift, moves into the mean, and its square comes off the variance.
     # The squares are taken in float64: float32 squares of values near 1e30 would overflow.
     shift = centred.sum(axis=axes, keepdims=True, dtype=f64) / m
