@@ -187,3 +187,39 @@ def test_the_cuda_kernels_are_not_selectable_until_verified_on_a_gpu():
     """Unverified GPU kernels must never be the default: the CuPy backend's dispatcher offers none."""
     assert CupyBackend.kernels is None
     assert inspect.getattr_static(CupyBackend, "kernels") is None
+
+
+# ---- the CUDA kernels' source, compiled by NVRTC without a GPU -------------------------------------------------
+def _nvrtc():
+    from cupy.cuda import nvrtc
+    try:
+        nvrtc.getVersion()
+    except Exception as e:          # noqa: BLE001  (the library is missing: a DynamicLibNotFoundError or OSError)
+        pytest.skip(f"NVRTC is not installed ({type(e).__name__}); pip install nvidia-cuda-nvrtc-cu12")
+    return nvrtc
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_the_cuda_kernel_sources_compile_with_nvrtc(dtype, arch):
+    """NVRTC needs no driver and no GPU: every kernel compiles to PTX, for each element type."""
+    from tinygradnorm.backend import cuda_kernels
+    nvrtc = _nvrtc()
+    prog = nvrtc.createProgram(cuda_kernels.source(dtype), "norm.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, [f"-arch={arch}", "-std=c++11"])
+    except nvrtc.NVRTCError as e:
+        pytest.fail(f"{e}\n{nvrtc.getProgramLog(prog)}")
+    ptx = nvrtc.getPTX(prog).decode()
+    for name in cuda_kernels.KERNELS:
+        assert f".entry {name}(" in ptx, name
+
+
+def test_a_planted_cuda_error_fails_to_compile():
+    from tinygradnorm.backend import cuda_kernels
+    nvrtc = _nvrtc()
+    broken = cuda_kernels.source("float32").replace("double sc = inv * (double)weight[s];", "double sc = inv * weight;")
+    prog = nvrtc.createProgram(broken, "norm.cu", [], [])
+    with pytest.raises(nvrtc.NVRTCError):
+        nvrtc.compileProgram(prog, ["-arch=compute_90", "-std=c++11"])
+    assert "weight" in nvrtc.getProgramLog(prog)
