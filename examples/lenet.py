@@ -6,8 +6,15 @@
     python examples/lenet.py --device cuda --save ckpt.npz  # GPU, with a checkpoint after every epoch
     python examples/lenet.py --resume ckpt.npz            # continue exactly where ckpt.npz left off
     python examples/lenet.py --resume ckpt.npz --epochs 20 --extend stretch   # train on for more epochs
+    mpiexec -n 2 python examples/lenet.py                 # data-parallel: 2 processes share each batch
 
 Writes curves.png and metrics.json into --out (by default a directory named after the configuration).
+
+Under mpiexec (pip install -e ".[mpi]"), the processes split every batch of --batch-size between them,
+the network's batch norms become SyncBatchNorm, and DistributedDataParallel averages the gradients: the
+run computes what one process would, and a checkpoint saved by it resumes under any number of processes.
+Rank 0 alone prints and writes files. Each process takes an equal share of the cores unless
+TINYGRADNORM_NUM_THREADS says otherwise.
 """
 import argparse
 import json
@@ -18,6 +25,19 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing, too
+
+
+def _mpi_world_size():
+    """The number of processes mpiexec started (1 when run on its own), from the launchers' environment."""
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+if _mpi_world_size() > 1:
+    # An equal share of the cores for each process (set before tinygradnorm starts its threads).
+    os.environ.setdefault("TINYGRADNORM_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _mpi_world_size())))
 
 import tinygradnorm as tg  # noqa: E402
 from tinygradnorm import nn, optim  # noqa: E402
@@ -34,7 +54,7 @@ RUN_FLAGS = ("batch_size", "optimizer", "lr", "momentum", "weight_decay", "sched
 ADDED_FLAGS = {"bn_momentum": 0.1}
 # Below this share of their initial values (mean 0, variance 1), running statistics are trusted.
 WARM = 0.05
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def norm_layer(kind, channels, spatial=None, bn_momentum=0.1):
@@ -74,41 +94,76 @@ def make_optimizer(name, params, lr, momentum, weight_decay):
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def evaluate(model, loader, loss_fn):
-    """(mean loss, accuracy) over a loader, in eval mode and without building graphs."""
+def shard(n, rank, world):
+    """Rows [lo, hi) of a batch of n that rank takes: shares as equal as can be, the first ranks one larger."""
+    base, extra = divmod(n, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def evaluate(model, loader, loss_fn, rank=0, world=1):
+    """(mean loss, accuracy) over a loader, in eval mode and without building graphs; with several processes,
+    each evaluates its share of every batch and the sums are added up."""
     was_training = model.training
     model.eval()
     loss_sum, correct, total = 0.0, 0, 0
     with tg.no_grad():
         for x, y in loader:
+            if world > 1:
+                lo, hi = shard(len(y), rank, world)
+                x, y = x[lo:hi], y[lo:hi]
             logits = model(x)
-            loss_sum += float(loss_fn(logits, y).item()) * len(y)
+            loss_sum += float(loss_fn(logits, y).item()) * len(y) if len(y) else 0.0
             correct += int((logits.argmax(1) == y).sum().item())
             total += len(y)
     model.train(was_training)
+    if world > 1:
+        loss_sum, correct, total = _sum_over_ranks(loss_sum, correct, total)
     return loss_sum / max(total, 1), correct / max(total, 1)
 
 
-def train_epoch(model, loader, opt, loss_fn, progress=None, log_every=20):
-    """One pass over loader; returns (mean loss, accuracy). Syncs with the device only every log_every steps."""
+def _sum_over_ranks(*values):
+    from tinygradnorm import distributed as dist
+    t = tg.tensor([float(v) for v in values], dtype=tg.float64)
+    return dist.all_reduce(t).numpy().tolist()
+
+
+def train_epoch(model, loader, opt, loss_fn, progress=None, log_every=20, rank=0, world=1):
+    """One pass over loader; returns (mean loss, accuracy). Syncs with the device only every log_every steps.
+
+    With several processes, each trains on its share of every batch. Its loss is its share of the batch's
+    summed loss over the whole batch's size, times the number of processes: DistributedDataParallel averages
+    the processes' gradients, and the average is then the gradient of the whole batch's mean loss."""
     model.train()
     loss_sum = correct = None
     seen = 0
     for step, (x, y) in enumerate(loader, 1):
         opt.zero_grad()
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        loss.backward()
+        if world > 1:
+            n = len(y)
+            lo, hi = shard(n, rank, world)
+            x, y = x[lo:hi], y[lo:hi]
+            logits = model(x)
+            summed = nn.functional.cross_entropy(logits, y, reduction="sum") if len(y) else logits.sum() * 0
+            (summed * (world / n)).backward()
+            batch_loss = summed.detach()
+        else:
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            batch_loss = loss.detach() * len(y)
         opt.step()
-        batch_loss = loss.detach() * len(y)
         batch_correct = (logits.detach().argmax(1) == y).sum()
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
         correct = batch_correct if correct is None else correct + batch_correct
         seen += len(y)
         if progress is not None:
             progress.update(1)
-            if step % log_every == 0:
+            if step % log_every == 0 and seen:
                 progress.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+    if world > 1:
+        loss_total, correct_total, seen = _sum_over_ranks(loss_sum.item(), correct.item(), seen)
+        return loss_total / seen, correct_total / seen
     return loss_sum.item() / seen, correct.item() / seen
 
 
@@ -329,6 +384,15 @@ def extend_schedule(sched, opt, how, done, total):
 
 def main(argv=None):
     args = parse_args(argv)
+    rank, world = 0, _mpi_world_size()
+    if world > 1:
+        from tinygradnorm import distributed as dist
+        try:
+            dist.init_process_group("mpi")
+        except ImportError as e:
+            raise SystemExit(f"lenet.py: error: started by mpiexec, but {e}") from None
+        rank = dist.get_rank()
+    say = print if rank == 0 else (lambda *a, **k: None)      # rank 0 alone prints and writes
     config = {k: v for k, v in vars(args).items() if k not in ("save", "resume", "out", "no_progress", "stop_after",
                                                                  "extend", "download_deadline", "given")}
     ckpt = None
@@ -347,13 +411,15 @@ def main(argv=None):
         test_set = FashionMNIST(args.data_dir, train=False, deadline=args.download_deadline)
     except DatasetError as e:
         raise SystemExit(f"lenet.py: error: {e}") from None
-    print(f"data: {train_set.root}")
+    say(f"data: {train_set.root}")
     if args.limit_train:
         train_set = TensorDataset(*(a[: args.limit_train] for a in train_set.arrays()))
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed, device=device)
     test_loader = DataLoader(test_set, 1000, device=device)
 
     model = lenet(args.norm, args.bn_momentum).to(device)
+    if world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)     # the same Parameters: opt below holds them
     opt = make_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum, args.weight_decay)
     sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs) if args.schedule == "cosine" else None
     loss_fn = nn.CrossEntropyLoss()
@@ -367,30 +433,32 @@ def main(argv=None):
         history, start = ckpt["history"], ckpt["epoch"] + 1
         if args.extend:
             sched = extend_schedule(sched, opt, args.extend, ckpt["epoch"], args.epochs)
-            print(f"resumed from {args.resume} after epoch {ckpt['epoch']}, extending the run to {args.epochs} "
-                  f"epochs ({args.extend})")
+            say(f"resumed from {args.resume} after epoch {ckpt['epoch']}, extending the run to {args.epochs} "
+                f"epochs ({args.extend})")
         else:
-            print(f"resumed from {args.resume} after epoch {ckpt['epoch']}")
+            say(f"resumed from {args.resume} after epoch {ckpt['epoch']}")
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
-    print(describe(config) + f", on {device}, {len(train_set)} training images")
+    say(describe(config) + f", on {device}, {len(train_set)} training images"
+        + (f", {world} processes sharing each batch" if world > 1 else ""))
     tqdm = None
-    if not args.no_progress:
+    if not args.no_progress and rank == 0:
         try:
             from tqdm import tqdm
         except ImportError:
-            print("(install tqdm for a progress bar: pip install -e \".[examples]\")")
+            say("(install tqdm for a progress bar: pip install -e \".[examples]\")")
     wall = time.perf_counter()
     last = min(args.epochs, args.stop_after or args.epochs)
     for epoch in range(start, last + 1):
         train_loader.set_epoch(epoch)
         bar = tqdm(total=len(train_loader), desc=f"epoch {epoch}/{args.epochs}", leave=False) if tqdm else None
         t0 = time.perf_counter()
-        train_loss, train_acc = train_epoch(model, train_loader, opt, loss_fn, bar)
+        train_loss, train_acc = train_epoch(net, train_loader, opt, loss_fn, bar, rank=rank, world=world)
         device.backend.synchronize()
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        test_loss, test_acc = evaluate(model, test_loader, loss_fn)
+        test_loss, test_acc = evaluate(net, test_loader, loss_fn, rank, world)
         if sched is not None:
             sched.step()
         if not math.isfinite(train_loss):
@@ -398,15 +466,17 @@ def main(argv=None):
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                "test_acc": test_acc, "examples_per_sec": len(train_set) / seconds}
         history.append(row)
-        print(f"epoch {epoch:>2}/{args.epochs}  train loss {train_loss:.4f}  train acc {train_acc:.4f}  "
-              f"test loss {test_loss:.4f}  test acc {test_acc:.4f}  {row['examples_per_sec']:,.0f} examples/sec")
-        if args.save:
+        say(f"epoch {epoch:>2}/{args.epochs}  train loss {train_loss:.4f}  train acc {train_acc:.4f}  "
+            f"test loss {test_loss:.4f}  test acc {test_acc:.4f}  {row['examples_per_sec']:,.0f} examples/sec")
+        if args.save and rank == 0:
             tg.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict() if sched else None, "epoch": epoch, "rng": tg.get_rng_state(),
                      "history": history, "config": config}, args.save)
     note = warm_up_note(model)
     if note:
-        print(note)
+        say(note)
+    if rank != 0:
+        return history
     os.makedirs(out, exist_ok=True)
     metrics = {"epochs": history, "config": config, "wall_seconds": time.perf_counter() - wall}
     with atomic_write(os.path.join(out, "metrics.json")) as f:

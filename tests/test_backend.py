@@ -11,8 +11,9 @@ import tinygradnorm as tg
 
 PACKAGE = pathlib.Path(tg.__file__).parent
 # Modules allowed to import numpy: the backend itself, dtype names, gradcheck's host-side
-# random generator, and host-side data loading and file I/O.
-ALLOWED = {"backend", "dtypes.py", "gradcheck.py", "data", "serialization.py"}
+# random generator, host-side data loading and file I/O, and the host-side tools: the graph pictures'
+# value summaries, the learner's comparisons, and MPI's buffers (which live on the host).
+ALLOWED = {"backend", "dtypes.py", "gradcheck.py", "data", "serialization.py", "viz.py", "testing.py", "distributed"}
 
 
 def _computation_modules():

@@ -393,6 +393,7 @@ def backward(root, grad, retain_graph=False):
     """Propagate ``grad`` from ``root`` to every leaf that requires a gradient."""
     if root._ctx is None:
         _accumulate(root, grad, owned=False)
+        _run_callbacks()
         return
     grads = {id(root._ctx): grad}
     leaves = {}
@@ -443,6 +444,21 @@ def backward(root, grad, retain_graph=False):
         for fn in order:
             if not fn.freed:
                 fn.release()
+    _run_callbacks()
+
+
+def queue_callback(fn):
+    """Run fn() once, at the end of the next backward in this thread, after every gradient has reached its
+    leaf. (DistributedDataParallel averages the gradients there.)"""
+    if getattr(_state, "callbacks", None) is None:
+        _state.callbacks = []
+    _state.callbacks.append(fn)
+
+
+def _run_callbacks():
+    callbacks = getattr(_state, "callbacks", None)
+    while callbacks:
+        callbacks.pop(0)()
 
 
 def _memory(a):

@@ -31,14 +31,19 @@ class DataLoader:
     With ``shuffle``, each epoch's order is drawn from the global generator, as in PyTorch, so
     ``tinygradnorm.manual_seed`` decides it. With ``seed``, epoch e uses a permutation from a
     generator of its own seeded with (seed, e) instead: the order depends on nothing else, and a
-    resumed run (``set_epoch``) sees the same order as an uninterrupted one.
+    resumed run (``set_epoch``) sees the same order as an uninterrupted one. A ``sampler`` (such as
+    DistributedSampler) gives the indices instead.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, device=None):
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, device=None, sampler=None):
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"DataLoader: batch_size must be a positive int (got {batch_size!r})")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle (the sampler decides the "
+                             "order: DistributedSampler(shuffle=True))")
         self.dataset, self.batch_size, self.shuffle, self.drop_last, self.seed = dataset, batch_size, shuffle, \
             drop_last, seed
+        self.sampler = sampler
         self.device = as_device(device) if device is not None else None
         self.epoch = 0
         if hasattr(dataset, "arrays"):
@@ -48,7 +53,7 @@ class DataLoader:
             self._arrays = tuple(np.stack([np.asarray(r[k]) for r in rows]) for k in range(len(rows[0])))
 
     def __len__(self):
-        n = len(self._arrays[0])
+        n = len(self.sampler) if self.sampler is not None else len(self._arrays[0])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch):
@@ -57,7 +62,10 @@ class DataLoader:
 
     def __iter__(self):
         n = len(self._arrays[0])
-        if self.shuffle and self.seed is None:
+        if self.sampler is not None:
+            order = np.fromiter(iter(self.sampler), dtype=np.int64)
+            n = len(order)
+        elif self.shuffle and self.seed is None:
             order = as_device("cpu").backend.rng.permutation(n)
         elif self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(n)

@@ -8,4 +8,5 @@ from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, MaxUnpool2d
 from . import utils  # noqa: F401  (nn.utils.clip_grad_norm_)
 from .norm import (BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d,
-                   LayerNorm, LocalResponseNorm, RMSNorm)
+                   LayerNorm, LocalResponseNorm, RMSNorm, SyncBatchNorm)
+from . import parallel  # noqa: F401,E402  (nn.parallel.DistributedDataParallel)

@@ -1,0 +1,158 @@
+"""SyncBatchNorm: batch norm whose statistics cover the whole batch, shared out over the processes of a
+distributed job (docs/normalization.md, section 8).
+
+Forward: each rank finds its count, mean and centred sum of squares per channel (two-pass, float64); one
+all-gather brings every rank's three to every rank, which combine them in rank order by the pairwise
+formula of Chan, Golub and LeVeque, never through E[x²] - E[x]² (distributed.gather_moments). A rank may hold any number of examples,
+none or one included: the global statistics weight each rank by its count.
+
+Backward: the closed form of section 1 needs only two sums per channel over the whole batch, Σgy and
+Σ(gy·x_hat), so one all-reduce of 2·C numbers is all the backward communicates. The weight's and bias's
+gradients are this rank's own sums: DistributedDataParallel averages them with the other ranks' like every
+other parameter's.
+
+Outside an initialized process group (or with one process), and in eval mode, it is exactly BatchNorm.
+"""
+import math
+
+from ... import distributed as dist
+from ...autograd import Function
+from ...ops._util import sum_to
+from .functional import _check_dtypes, _check_eps, _check_vector, _update_running
+from .modules import _BatchNorm, _attr
+
+
+class SyncStandardize(Function):
+    """Batch norm's standardization (axes: all but 1) with statistics over every rank's batch."""
+
+    def forward(self, x, *params, eps, has_weight, has_bias, param_shape, stats):
+        xp = self.xp
+        weight = params[0].reshape(param_shape) if has_weight else None
+        bias = params[-1].reshape(param_shape) if has_bias else None
+        f64 = xp.float64
+        axes = (0,) + tuple(range(2, x.ndim))
+        n_local = math.prod(x.shape[a] for a in axes)
+        # This rank's count, mean and centred sum of squares per channel (corrected two-pass, float64).
+        c = x.shape[1]
+        if n_local:
+            mean = x.sum(axis=axes, dtype=f64) / n_local
+            centred = x.astype(f64) - mean.reshape(param_shape)
+            shift = centred.sum(axis=axes) / n_local
+            m2 = xp.maximum(xp.square(centred).sum(axis=axes) - n_local * shift * shift, 0)
+            mean = mean + shift
+        else:
+            mean, m2 = xp.zeros(c, dtype=f64), xp.zeros(c, dtype=f64)
+        # Every rank's three, combined in rank order (one all-gather of 3·C numbers).
+        n, mean, m2 = dist.gather_moments(n_local, mean, m2)
+        n, mean, m2 = xp.asarray(n), xp.asarray(mean), xp.asarray(m2)
+        m = int(n[0])
+        if m <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got {m} over all ranks (input "
+                             f"size {tuple(x.shape)} on this rank)")
+        var = m2 / m                                             # biased: the batch is normalized with it
+        inv_std = 1 / xp.sqrt(var + eps)
+        self.mean, self.inv_std = mean.reshape(param_shape), inv_std.reshape(param_shape)
+        x_hat = (x - self.mean.astype(x.dtype)) * self.inv_std.astype(x.dtype)
+        y = x_hat if weight is None else x_hat * weight
+        if bias is not None:
+            y = y + bias
+        stats["mean"], stats["var_unbiased"], stats["m"] = mean, m2 / (m - 1), m
+        self.x, self.weight, self.m, self.axes = x, weight, m, axes
+        self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
+        self.has_bias = has_bias
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, gy):
+        xp, x, axes = self.xp, self.x, self.axes
+        f64 = xp.float64
+        x_hat = (x - self.mean.astype(x.dtype)) * self.inv_std.astype(x.dtype)
+        # This rank's Σgy and Σgy·x_hat per channel, then their sums over every rank: one all-reduce of 2·C.
+        sum_gy, sum_gy_xhat = dist.all_reduce_sums(gy.sum(axis=axes, dtype=f64), (gy * x_hat).sum(axis=axes, dtype=f64))
+        sum_gy = xp.asarray(sum_gy).reshape(self.param_shape)
+        sum_gy_xhat = xp.asarray(sum_gy_xhat).reshape(self.param_shape)
+        scale = self.inv_std if self.weight is None else self.inv_std * self.weight
+        # gx = inv_std·weight·(gy - (Σgy + x_hat·Σ(gy·x_hat)) / m), with the sums and m over every rank
+        gx = scale.astype(x.dtype) * (gy - ((sum_gy + x_hat * sum_gy_xhat) / self.m).astype(x.dtype))
+        grads = []
+        if self.weight is not None:                              # this rank's own: DDP averages them
+            grads.append(sum_to(gy * x_hat, self.param_shape).reshape(self.param_shapes[0])
+                         if self.needs_input_grad[1] else None)
+        if self.has_bias:
+            grads.append(sum_to(gy, self.param_shape).reshape(self.param_shapes[-1])
+                         if self.needs_input_grad[len(grads) + 1] else None)
+        return (gx.astype(x.dtype, copy=False), *grads)
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm with statistics over the whole batch of a distributed job, as torch.nn.SyncBatchNorm.
+
+    Arguments, defaults, buffers and state_dict keys are BatchNorm's; ``process_group`` must be None (the
+    default group). Without an initialized process group, with one process, or in eval mode, it computes
+    exactly what BatchNorm does.
+    """
+
+    _function = "sync_batch_norm"
+    _dims = (2, 3, 4, 5)
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 process_group=None, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        if process_group is not None:
+            raise ValueError("SyncBatchNorm: only the default process group is supported; pass process_group=None")
+        self.process_group = None
+
+    def forward(self, input):
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        self._check_input_dim(input)
+        c = input.data.shape[1]
+        if c != self.num_features:
+            raise ValueError(f"SyncBatchNorm expected input with {self.num_features} channels (num_features) at "
+                             f"dim 1, got {c} channels in input of shape {tuple(input.shape)}")
+        weight, bias = _attr(self, "_parameters", "weight"), _attr(self, "_parameters", "bias")
+        running_mean, running_var = _attr(self, "_buffers", "running_mean"), _attr(self, "_buffers", "running_var")
+        for what, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+            _check_vector("sync_batch_norm", what, t, c, input)
+        _check_dtypes("sync_batch_norm", input, weight, bias, running_mean, running_var)
+        _check_eps("sync_batch_norm", self.eps)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats:
+            count = _attr(self, "_buffers", "num_batches_tracked")
+            count.data[...] += 1
+            from ...ops.inplace import bump_version
+            bump_version(count, "add_")
+            if self.momentum is None:
+                factor = 1.0 / float(count.item())
+        stats = {}
+        params = [p for p in (weight, bias) if p is not None]
+        shape = (1, c) + (1,) * (input.data.ndim - 2)
+        y = SyncStandardize.apply(input, *params, eps=self.eps, has_weight=weight is not None,
+                                  has_bias=bias is not None, param_shape=shape, stats=stats)
+        if self.track_running_stats:
+            xp = input.xp
+            _update_running(running_mean, xp.asarray(stats["mean"]), factor)
+            _update_running(running_var, xp.asarray(stats["var_unbiased"]), factor)
+        return y
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """module with every BatchNorm1d/2d/3d inside it replaced by a SyncBatchNorm holding the same parameters
+        and buffers (as torch.nn.SyncBatchNorm.convert_sync_batchnorm). A BatchNorm given directly comes back
+        converted; the containers are changed in place and returned."""
+        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+            out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                      process_group)
+            for name, p in module._parameters.items():
+                out._parameters[name] = p
+            for name, b in module._buffers.items():
+                out._buffers[name] = b
+            out.train(module.training)
+            return out
+        for name, child in list(module._modules.items()):
+            converted = cls.convert_sync_batchnorm(child, process_group)
+            if converted is not child:
+                module._modules[name] = converted
+        return module
+
+
