@@ -194,6 +194,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
 
 
 def _normalized_shape(normalized_shape):
+    if type(normalized_shape) is tuple and all(type(s) is int for s in normalized_shape):
+        return normalized_shape                          # (the modules' own, checked at construction)
     return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(int(s) for s in normalized_shape)
 
 
@@ -218,7 +220,8 @@ def _trailing_setup(name, input, normalized_shape, weight, impl):
     normalized_shape = _normalized_shape(normalized_shape)
     _check_trailing(name, input, normalized_shape)
     _check_param(name, "weight", weight, normalized_shape)
-    return normalized_shape, tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    ndim = input.data.ndim
+    return normalized_shape, tuple(range(ndim - len(normalized_shape), ndim))
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, impl="fused"):

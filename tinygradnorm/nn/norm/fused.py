@@ -46,7 +46,10 @@ class Standardize(Function):
         xp = self.xp
         weight, bias = _params(params, has_weight, has_bias, param_shape)
         self.x_in, self.view = x, view
-        x = _acc(xp, x if view is None else x.reshape(view))   # GroupNorm standardizes (N, G, C/G, S)
+        if view is not None:
+            x = x.reshape(view)                         # GroupNorm standardizes (N, G, C/G, S)
+        if x.dtype.itemsize < 4:
+            x = x.astype(xp.float32)                    # float16 is normalized in float32
         m = 1
         for a in axes:
             m *= x.shape[a]
@@ -62,7 +65,9 @@ class Standardize(Function):
         self.mean, self.inv_std, self.weight, self.axes, self.m = mean, inv_std, weight, axes, m
         self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
         self.bias_shape = None if bias is None else bias.shape
-        return y.astype(self.x_in.dtype, copy=False).reshape(self.x_in.shape)
+        if y.dtype != self.x_in.dtype:
+            y = y.astype(self.x_in.dtype)
+        return y if view is None else y.reshape(self.x_in.shape)
 
     def backward(self, gy):
         xp, view = self.xp, self.view
