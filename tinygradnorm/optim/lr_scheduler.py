@@ -209,7 +209,7 @@ def _set_momentum(group, value, use_beta1):
         group["momentum"] = value
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(LRScheduler):
     """Multiply the lr by factor once a metric (passed to step) has not improved for patience epochs.
 
     mode "min" wants the metric to fall, "max" to rise; an improvement must beat the best by threshold
@@ -256,12 +256,3 @@ class ReduceLROnPlateau:
                     g["lr"] = new
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)

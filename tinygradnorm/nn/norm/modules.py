@@ -104,7 +104,9 @@ class _NormBase(Module):
 class _BatchNorm(_NormBase):
     _function = "batch_norm"
 
-    def forward(self, input):
+    def _start(self, input):
+        """Check the input, count this batch when training with tracked statistics, and return
+        (running_mean, running_var, the running statistics' update factor)."""
         self._check_input_dim(input)
         channels = input.data.shape[1]
         if channels != self.num_features:
@@ -118,6 +120,10 @@ class _BatchNorm(_NormBase):
             bump_version(count, "add_")
             if self.momentum is None:
                 factor = 1.0 / float(count.item())       # cumulative moving average
+        return running_mean, running_var, factor
+
+    def forward(self, input):
+        running_mean, running_var, factor = self._start(input)
         # Eval uses the running statistics when they are tracked, else the batch's own.
         use_batch_stats = self.training or (running_mean is None and running_var is None)
         track = not self.training or self.track_running_stats

@@ -104,26 +104,14 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, input):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        self._check_input_dim(input)
+        running_mean, running_var, factor = self._start(input)
         c = input.data.shape[1]
-        if c != self.num_features:
-            raise ValueError(f"SyncBatchNorm expected input with {self.num_features} channels (num_features) at "
-                             f"dim 1, got {c} channels in input of shape {tuple(input.shape)}")
         weight, bias = _attr(self, "_parameters", "weight"), _attr(self, "_parameters", "bias")
-        running_mean, running_var = _attr(self, "_buffers", "running_mean"), _attr(self, "_buffers", "running_var")
         for what, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                         ("running_var", running_var)):
             _check_vector("sync_batch_norm", what, t, c, input)
         _check_dtypes("sync_batch_norm", input, weight, bias, running_mean, running_var)
         _check_eps("sync_batch_norm", self.eps)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats:
-            count = _attr(self, "_buffers", "num_batches_tracked")
-            count.data[...] += 1
-            from ...ops.inplace import bump_version
-            bump_version(count, "add_")
-            if self.momentum is None:
-                factor = 1.0 / float(count.item())
         stats = {}
         params = [p for p in (weight, bias) if p is not None]
         shape = (1, c) + (1,) * (input.data.ndim - 2)
