@@ -20,7 +20,7 @@ examples/lenet.py does); then K processes compute exactly what one process does 
 import contextlib
 
 from .. import distributed as dist
-from ..autograd import no_grad, queue_callback
+from ..autograd import is_grad_enabled, no_grad, queue_callback
 from ..creation import zeros_like
 from ..tensor import Tensor
 from .module import Module
@@ -58,7 +58,7 @@ class DistributedDataParallel(Module):
                 for b in self.module.buffers():
                     if b is not None:
                         dist.broadcast(b, src=0)
-        if self._sync and not self._queued:
+        if self._sync and not self._queued and is_grad_enabled():     # (an eval pass under no_grad has no backward)
             self._queued = True
             queue_callback(self._average_gradients)
         return self.module(*args, **kwargs)
