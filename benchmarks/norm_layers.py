@@ -2,11 +2,16 @@
 with the input's and the parameters' gradients) and eval mode (forward under no_grad).
 
 Usage: python benchmarks/norm_layers.py [--rounds 5] [--repeat 7] [--only GroupNorm] [--mode train|eval]
+                                      [--numpy-alignment]
 
 The two libraries are timed in alternation, --rounds times, each time the median of --repeat calls;
 the table gives our median time, torch's, and the median and range of the per-round ratios
 ours/torch (below 1.0: we are faster). Run with TINYGRADNORM_JIT=0 to time the NumPy path.
 Add --composite for the composite (autograd-derived) layers' train step beside the fused ones.
+
+Our input and output gradient start on a 64-byte boundary, as a layer inside a network gets them from the
+kernels' recycled memory and as torch's allocator gives every tensor; --numpy-alignment passes NumPy's own
+arrays instead (16 bytes past a boundary), the case of a user's array handed straight to a layer.
 """
 import argparse
 import statistics
@@ -15,7 +20,7 @@ import numpy as np
 
 import tinygradnorm as tg
 from tinygradnorm import nn
-from timing import time_ms
+from timing import aligned, time_ms
 
 # (name, constructor taking the nn module of either library, input shape): the shapes of issue 13's table.
 CASES = [
@@ -31,11 +36,13 @@ CASES = [
 ]
 
 
-def steps(make, shape, mode, torch, impl="fused"):
+def steps(make, shape, mode, torch, impl="fused", align=True):
     """One call of the layer in ``mode`` for each library: (ours, torch's) as argument-less functions."""
     rng = np.random.default_rng(0)
     xa = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
     ga = rng.standard_normal(shape).astype(np.float32)
+    if align:
+        xa, ga = aligned(xa), aligned(ga)
     layer = make(nn) if impl == "fused" else _with_impl(make(nn), impl)
     x, gy = tg.Tensor(xa, requires_grad=(mode == "train")), tg.Tensor(ga)
     tlayer = make(torch.nn)
@@ -91,6 +98,8 @@ def main():
     ap.add_argument("--only", default="", help="run only the layers whose name contains this")
     ap.add_argument("--mode", choices=["train", "eval", "both"], default="both")
     ap.add_argument("--composite", action="store_true", help="also time the composite layers' train step")
+    ap.add_argument("--numpy-alignment", action="store_true",
+                    help="give our layers NumPy's own arrays, not 64-byte-aligned copies")
     args = ap.parse_args()
     import torch
 
@@ -98,13 +107,14 @@ def main():
     path = "compiled kernels" if tg.device("cpu").backend.kernels is not None else "NumPy path"
     print(f"Normalization layers, float32, CPU: tinygradnorm ({path}) against torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
-    print(f"median of {args.repeat} calls, {args.rounds} interleaved rounds; ratio ours/torch, median [min-max]\n")
+    print(f"median of {args.repeat} calls, {args.rounds} interleaved rounds; ratio ours/torch, median [min-max]; "
+          f"inputs {'as NumPy allocates them' if args.numpy_alignment else '64-byte aligned'}\n")
     print(f"{'layer':<31}{'shape':<21}{'mode':<7}{'ours ms':>9}{'torch ms':>10}{'ratio':>8}   range")
     for name, make, shape in CASES:
         if args.only not in name:
             continue
         for mode in modes:
-            ours, theirs = steps(make, shape, mode, torch)
+            ours, theirs = steps(make, shape, mode, torch, align=not args.numpy_alignment)
             a, b, ratios = interleaved(ours, theirs, args.rounds, args.repeat)
             print(f"{name:<31}{str(shape):<21}{mode:<7}{a:>9.2f}{b:>10.2f}{statistics.median(ratios):>7.2f}x"
                   f"   {min(ratios):.2f}-{max(ratios):.2f}", flush=True)

@@ -188,6 +188,15 @@ def test_recycler_lets_free_blocks_go_past_its_limit():
 
 
 @needs_kernels
+def test_recycled_arrays_start_on_a_cache_line_and_count_as_whole_only_whole():
+    r = _recycler()
+    a = r.empty((7, 11), np.float32)
+    b = r.empty((7, 11), np.float64)
+    assert a.ctypes.data % 64 == 0 and b.ctypes.data % 64 == 0
+    assert r.owns(a) and r.owns(a.reshape(-1)) and not r.owns(a[1:]) and not r.owns(a.T) and not r.owns(np.ones(77))
+
+
+@needs_kernels
 def test_small_arrays_bypass_the_recycler():
     r = _recycler()
     assert r.empty((3,), np.float32).base is None and not r.blocks

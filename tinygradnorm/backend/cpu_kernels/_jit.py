@@ -55,8 +55,10 @@ class ThreadCount:
         self._seen = threading.local()
 
     def __call__(self):
+        """Set the calling thread's count for Numba, when it changed; return it."""
         k = max(1, min(self.threads(), MAX_THREADS))
         if getattr(self._seen, "k", None) != k:
             if PARALLEL:
                 numba.set_num_threads(k)
             self._seen.k = k
+        return k

@@ -240,31 +240,41 @@ def _columns_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
 
 # ---- rows: (S, K), weight and bias per element of a row (LayerNorm) ------------------------------------
 @pjit
-def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std):
+def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std, n_blocks):
+    """Software-pipelined (docs section 7): one loop sums row s (pass 2, arithmetic-bound) while it writes row
+    s - 1's output (pass 3, memory-bound), so the two overlap."""
     n_stats, k_ = x.shape
     n_groups = weight.shape[0]
     T = x.dtype.type
-    for s in prange(n_stats):
-        total = T(0.0)
-        for k in range(k_):
-            total += x[s, k]
-        mu = _provisional(total, k_, x[s, 0])                   # step 1
-        sum_c = 0.0
-        sum_cc = 0.0
-        for k in range(k_):
-            c = x[s, k] - mu                                    # step 2
-            sum_c += c
-            sum_cc += c * c
-        mu, v, inv = _finish(mu, sum_c, sum_cc, k_, eps)        # steps 3-4
-        g = s % n_groups
-        centre = T(mu)
-        d = T(mu - centre)
-        inv_t = T(inv)
-        for k in range(k_):                                     # steps 5-6: x_hat = (x - centre - d)·inv_std
-            y[s, k] = ((x[s, k] - centre) - d) * inv_t * weight[g, k] + bias[g, k]
-        mean[s] = mu
-        var[s] = v
-        inv_std[s] = inv
+    for blk in prange(n_blocks):
+        lo, hi = n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks
+        g, centre, d, inv_t = 0, T(0.0), T(0.0), T(0.0)       # the output factors of the row written
+        for s in range(lo, hi + 1):
+            # NOTE: every row's sums come from this one loop, so the bits never depend on the blocks (that is,
+            # on the thread count). The first step writes row lo with placeholder factors (the next step writes
+            # it again), and the last sums row hi - 1 a second time, for nothing.
+            r = min(s, hi - 1)                                  # the row summed
+            w = max(s - 1, lo)                                  # the row written
+            total = T(0.0)
+            for k in range(k_):
+                total += x[r, k]
+            mu = _provisional(total, k_, x[r, 0])              # step 1
+            sum_c = 0.0
+            sum_cc = 0.0
+            for k in range(k_):
+                c = x[r, k] - mu                                # step 2
+                sum_c += c
+                sum_cc += c * c                                 # steps 5-6: x_hat = (x - centre - d)·inv_std
+                y[w, k] = ((x[w, k] - centre) - d) * inv_t * weight[g, k] + bias[g, k]
+            if s < hi:
+                mu, v, inv = _finish(mu, sum_c, sum_cc, k_, eps)    # steps 3-4
+                mean[s] = mu
+                var[s] = v
+                inv_std[s] = inv
+                g = s % n_groups
+                centre = T(mu)
+                d = T(mu - centre)
+                inv_t = T(inv)
 
 
 @pjit
@@ -304,36 +314,43 @@ def _rows_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
 
 # ---- groups: (S, K, L), weight and bias per channel k of a statistic (GroupNorm) -----------------------
 @pjit
-def _groups_forward(x, weight, bias, eps, y, mean, var, inv_std):
+def _groups_forward(x, weight, bias, eps, y, mean, var, inv_std, n_blocks):
+    """Software-pipelined as _rows_forward: pass 2 over statistic s shares a loop with statistic s - 1's output."""
     n_stats, k_, l_ = x.shape
     n_groups = weight.shape[0]
     m = k_ * l_
     T = x.dtype.type
-    for s in prange(n_stats):
-        total = T(0.0)
-        for k in range(k_):
-            for j in range(l_):
-                total += x[s, k, j]
-        mu = _provisional(total, m, x[s, 0, 0])                 # step 1
-        sum_c = 0.0
-        sum_cc = 0.0
-        for k in range(k_):
-            for j in range(l_):
-                c = x[s, k, j] - mu                             # step 2
-                sum_c += c
-                sum_cc += c * c
-        mu, v, inv = _finish(mu, sum_c, sum_cc, m, eps)         # steps 3-4
-        g = s % n_groups
-        centre = T(mu)
-        for k in range(k_):                                     # steps 5-6, per channel k:
-            sc = inv * weight[g, k]                             #   y = (x - centre) * scale + offset
-            scale = T(sc)
-            offset = T(bias[g, k] - (mu - centre) * sc)
-            for j in range(l_):
-                y[s, k, j] = (x[s, k, j] - centre) * scale + offset
-        mean[s] = mu
-        var[s] = v
-        inv_std[s] = inv
+    for blk in prange(n_blocks):
+        lo, hi = n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks
+        g, centre, mu_w, inv_w = 0, T(0.0), 0.0, 0.0          # the mean and inv_std of the statistic written
+        for s in range(lo, hi + 1):
+            r = min(s, hi - 1)                                  # summed, and written, as in _rows_forward
+            w = max(s - 1, lo)
+            total = T(0.0)
+            for k in range(k_):
+                for j in range(l_):
+                    total += x[r, k, j]
+            mu = _provisional(total, m, x[r, 0, 0])             # step 1
+            sum_c = 0.0
+            sum_cc = 0.0
+            for k in range(k_):
+                sc = inv_w * weight[g, k]                       # steps 5-6, per channel k:
+                scale = T(sc)                                   #   y = (x - centre) * scale + offset
+                offset = T(bias[g, k] - (mu_w - centre) * sc)
+                for j in range(l_):
+                    c = x[r, k, j] - mu                         # step 2
+                    sum_c += c
+                    sum_cc += c * c
+                    y[w, k, j] = (x[w, k, j] - centre) * scale + offset
+            if s < hi:
+                mu, v, inv = _finish(mu, sum_c, sum_cc, m, eps)     # steps 3-4
+                mean[s] = mu
+                var[s] = v
+                inv_std[s] = inv
+                g = s % n_groups
+                centre = T(mu)
+                mu_w = mu
+                inv_w = inv
 
 
 @pjit
@@ -510,6 +527,7 @@ class _Layout:
 
     def __init__(self, kind, view, shape, axes, groups=1, span=None):
         self.kind = kind                    # "channels", "columns", "rows" or "groups"
+        self.forward = f"_{kind}_forward"   # the forward kernel's name (looked up at each call, so tests may swap it)
         self.view = view                    # the shape x is viewed as
         self.groups = groups                # G: rows and groups only
         self.span = span                    # rows and groups: the axes [first, last) the parameters vary on
@@ -569,16 +587,18 @@ class NormKernels:
         layout = self._layout_of(x.shape, axes, weight, bias)
         if layout is None:
             return None
-        self.thread_count()
+        threads = self.thread_count()
         xv = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).reshape(layout.view)
         w = self._param(weight, x, layout, 1.0)
         y = self.empty(layout.view, x.dtype)
-        stats = np.empty((3, layout.n_stats))                  # mean, var, inv_std
-        mean, var, inv_std = stats
-        globals()[f"_{layout.kind}_forward"](xv, w, self._param(bias, x, layout, 0.0), float(eps), y, mean, var,
-                                             inv_std)
-        mean_s, var_s, inv_std_s = stats.reshape((3,) + layout.stat_shape)
-        return y.reshape(x.shape), mean_s, var_s, inv_std_s, (layout, w, mean, inv_std)
+        mean, var, inv_std = np.empty(layout.n_stats), np.empty(layout.n_stats), np.empty(layout.n_stats)
+        args = (xv, w, self._param(bias, x, layout, 0.0), float(eps), y, mean, var, inv_std)
+        if layout.kind in ("rows", "groups"):
+            args += (min(threads, layout.n_stats),)            # blocks of statistics: one per thread
+        globals()[layout.forward](*args)
+        shape = layout.stat_shape
+        return y.reshape(x.shape), mean.reshape(shape), var.reshape(shape), inv_std.reshape(shape), \
+            (layout, w, mean, inv_std)
 
     def standardize_backward(self, saved, x, gy):
         """(gx, Σgy, Σgy·x_hat) of standardize_forward. The sums are float64 and shaped to broadcast against x,
