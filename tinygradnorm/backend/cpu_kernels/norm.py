@@ -279,37 +279,44 @@ def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std, n_blocks):
 
 @pjit
 def _rows_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
-    """sum_gy and sum_gy_xhat are (B, G, K): block b's partial gbeta and ggamma, over rows
-    [S·b/B, S·(b+1)/B)."""
+    """sum_gy and sum_gy_xhat are (2B, G, K): in row b, block b's partial gbeta and ggamma, over rows
+    [S·b/B, S·(b+1)/B); in row B + b, what the pipeline's last step adds a second time (discarded).
+
+    Software-pipelined as _rows_forward: the sums over row s share a loop with row s - 1's gx."""
     n_stats, k_ = x.shape
-    n_blocks, n_groups = sum_gy.shape[0], weight.shape[0]
+    n_blocks, n_groups = sum_gy.shape[0] // 2, weight.shape[0]
     T = x.dtype.type
     for blk in prange(n_blocks):
-        for s in range(n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks):
-            mu = mean[s]
-            inv = inv_std[s]
-            g = s % n_groups
+        lo, hi = n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks
+        g_w, mu_w, inv_w, a_w, k_w = 0, 0.0, 0.0, 0.0, 0.0      # the row written: its mean, inv_std, a, k
+        for s in range(lo, hi + 1):
+            r = min(s, hi - 1)                                  # summed, and written, as in _rows_forward
+            w = max(s - 1, lo)
+            part = blk + (s // hi) * n_blocks                  # s == hi: the discarded row
+            mu = mean[r]
+            inv = inv_std[r]
+            g = r % n_groups
+            # gx = (inv_std/m)(m·g_hat - Σg_hat - x_hat·Σ(g_hat·x_hat)) = (inv_std·weight)·gy + a·(x - mean) + k,
+            # in x's dtype around centre (docs section 7)
+            centre = T(mu_w)
+            inv_t, a_t, k_t = T(inv_w), T(a_w), T(k_w - a_w * (mu_w - centre))
             s1 = 0.0
             s2 = 0.0
             for k in range(k_):
-                gyk = gy[s, k]
-                c = x[s, k] - mu
+                gyk = gy[r, k]
+                c = x[r, k] - mu
                 g_hat = gyk * weight[g, k]                      # g_hat = weight·gy
                 s1 += g_hat                                     # Σg_hat
                 s2 += g_hat * c                                 # Σg_hat·(x - mean)
-                sum_gy[blk, g, k] += gyk                          # gbeta's partial
-                sum_gy_xhat[blk, g, k] += gyk * c * inv           # ggamma's partial: gy·x_hat
-            # gx = (inv_std/m)(m·g_hat - Σg_hat - x_hat·Σ(g_hat·x_hat)) = (inv_std·weight)·gy + a·(x - mean) + k
-            a = -inv * inv * inv * s2 / k_
-            kk = -inv * s1 / k_
-            if _fits(a):
-                centre = T(mu)
-                inv_t, a_t, k_t = T(inv), T(a), T(kk - a * (mu - centre))
+                sum_gy[part, g, k] += gyk                       # gbeta's partial
+                sum_gy_xhat[part, g, k] += gyk * c * inv        # ggamma's partial: gy·x_hat
+                gx[w, k] = inv_t * weight[g_w, k] * gy[w, k] + a_t * (x[w, k] - centre) + k_t
+            if s > lo and not _fits(a_w):                       # out of float32's range: gx again, in float64
                 for k in range(k_):
-                    gx[s, k] = inv_t * weight[g, k] * gy[s, k] + a_t * (x[s, k] - centre) + k_t
-            else:
-                for k in range(k_):
-                    gx[s, k] = inv * weight[g, k] * gy[s, k] + a * (x[s, k] - mu) + kk
+                    gx[w, k] = inv_w * weight[g_w, k] * gy[w, k] + a_w * (x[w, k] - mu_w) + k_w
+            g_w, mu_w, inv_w = g, mu, inv
+            a_w = -inv * inv * inv * s2 / k_
+            k_w = -inv * s1 / k_
 
 
 # ---- groups: (S, K, L), weight and bias per channel k of a statistic (GroupNorm) -----------------------
@@ -354,43 +361,49 @@ def _groups_forward(x, weight, bias, eps, y, mean, var, inv_std, n_blocks):
 
 
 @pjit
-def _groups_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
-    """sum_gy and sum_gy_xhat are (S, K): each statistic's channel sums, which the caller adds over the batch."""
+def _groups_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat, n_blocks):
+    """sum_gy and sum_gy_xhat are (S, K): each statistic's channel sums, which the caller adds over the batch.
+
+    Software-pipelined as _groups_forward: the sums over statistic s share a loop with statistic s - 1's gx."""
     n_stats, k_, l_ = x.shape
     n_groups = weight.shape[0]
     m = k_ * l_
     T = x.dtype.type
-    for s in prange(n_stats):
-        mu = mean[s]
-        inv = inv_std[s]
-        g = s % n_groups
-        s1 = 0.0
-        s2 = 0.0
-        for k in range(k_):
-            t1 = 0.0
-            t2 = 0.0
-            for j in range(l_):
-                gyv = gy[s, k, j]
-                t1 += gyv                                       # channel k's Σgy
-                t2 += gyv * (x[s, k, j] - mu)                   # and Σgy·(x - mean)
-            sum_gy[s, k] = t1
-            sum_gy_xhat[s, k] = t2 * inv
-            s1 += weight[g, k] * t1                             # Σg_hat
-            s2 += weight[g, k] * t2                             # Σg_hat·(x - mean)
-        a = -inv * inv * inv * s2 / m                           # gx = (inv_std·weight)·gy + a·(x - mean) + k
-        kk = -inv * s1 / m
-        if _fits(a):
-            centre = T(mu)
-            a_t, k_t = T(a), T(kk - a * (mu - centre))
+    for blk in prange(n_blocks):
+        lo, hi = n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks
+        g_w, mu_w, inv_w, a_w, k_w = 0, 0.0, 0.0, 0.0, 0.0      # the statistic written: its mean, inv_std, a, k
+        for s in range(lo, hi + 1):
+            r = min(s, hi - 1)                                  # summed, and written, as in _rows_forward
+            w = max(s - 1, lo)
+            mu = mean[r]
+            inv = inv_std[r]
+            g = r % n_groups
+            # gx = (inv_std·weight)·gy + a·(x - mean) + k, in x's dtype around centre (docs section 7)
+            centre = T(mu_w)
+            a_t, k_t = T(a_w), T(k_w - a_w * (mu_w - centre))
+            s1 = 0.0
+            s2 = 0.0
             for k in range(k_):
-                scale = T(inv * weight[g, k])
+                scale = T(inv_w * weight[g_w, k])
+                t1 = 0.0
+                t2 = 0.0
                 for j in range(l_):
-                    gx[s, k, j] = scale * gy[s, k, j] + a_t * (x[s, k, j] - centre) + k_t
-        else:
-            for k in range(k_):
-                sc = inv * weight[g, k]
-                for j in range(l_):
-                    gx[s, k, j] = sc * gy[s, k, j] + a * (x[s, k, j] - mu) + kk
+                    gyv = gy[r, k, j]
+                    t1 += gyv                                   # channel k's Σgy
+                    t2 += gyv * (x[r, k, j] - mu)               # and Σgy·(x - mean)
+                    gx[w, k, j] = scale * gy[w, k, j] + a_t * (x[w, k, j] - centre) + k_t
+                sum_gy[r, k] = t1
+                sum_gy_xhat[r, k] = t2 * inv
+                s1 += weight[g, k] * t1                         # Σg_hat
+                s2 += weight[g, k] * t2                         # Σg_hat·(x - mean)
+            if s > lo and not _fits(a_w):                       # out of float32's range: gx again, in float64
+                for k in range(k_):
+                    sc = inv_w * weight[g_w, k]
+                    for j in range(l_):
+                        gx[w, k, j] = sc * gy[w, k, j] + a_w * (x[w, k, j] - mu_w) + k_w
+            g_w, mu_w, inv_w = g, mu, inv
+            a_w = -inv * inv * inv * s2 / m
+            k_w = -inv * s1 / m
 
 
 # ---- eval mode: frozen statistics, y = (x - centre) * scale + offset per statistic -----------------------
@@ -543,6 +556,7 @@ class _Layout:
                 self.sums_shape = (1,) * first + tuple(shape[first:last]) + (1,) * (len(shape) - last)
             else:
                 self.sums_shape = tuple(shape[:last]) + (1,) * (len(shape) - last)
+        self.param_size = math.prod(self.param_view)
 
 
 def _layout(shape, axes, params):
@@ -604,7 +618,7 @@ class NormKernels:
         """(gx, Σgy, Σgy·x_hat) of standardize_forward. The sums are float64 and shaped to broadcast against x,
         already summed over some of the axes the parameters do not vary on (sum_to finishes the job)."""
         layout, w, mean, inv_std = saved
-        self.thread_count()
+        threads = self.thread_count()
         xv = np.ascontiguousarray(x).reshape(layout.view)
         gyv = np.ascontiguousarray(gy, dtype=x.dtype).reshape(layout.view)
         gx = self.empty(layout.view, x.dtype)
@@ -614,19 +628,19 @@ class NormKernels:
             kernel(xv, gyv, mean, inv_std, w, gx, sum_gy, sum_gy_xhat)
         elif layout.kind == "rows":
             blocks = min(layout.n_stats, _BLOCKS)
-            parts_gy, parts_gy_xhat = np.zeros((blocks, *w.shape)), np.zeros((blocks, *w.shape))
+            parts_gy, parts_gy_xhat = np.zeros((2 * blocks, *w.shape)), np.zeros((2 * blocks, *w.shape))
             _rows_backward(xv, gyv, mean, inv_std, w, gx, parts_gy, parts_gy_xhat)
-            sum_gy, sum_gy_xhat = parts_gy.sum(axis=0), parts_gy_xhat.sum(axis=0)    # in a fixed order
+            sum_gy, sum_gy_xhat = parts_gy[:blocks].sum(axis=0), parts_gy_xhat[:blocks].sum(axis=0)   # in block order
         else:
             sum_gy, sum_gy_xhat = np.empty(layout.view[:2]), np.empty(layout.view[:2])
-            _groups_backward(xv, gyv, mean, inv_std, w, gx, sum_gy, sum_gy_xhat)
+            _groups_backward(xv, gyv, mean, inv_std, w, gx, sum_gy, sum_gy_xhat, min(threads, layout.n_stats))
         return gx.reshape(x.shape), sum_gy.reshape(layout.sums_shape), sum_gy_xhat.reshape(layout.sums_shape)
 
     def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, stat_shape):
         """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, the statistics and parameters (or None)
         flat, one per statistic of stat_shape (1 on the reduced axes). Returns (y, mean, inv_std), the latter
         float64 in stat_shape, or None when the kept axes are not one contiguous run."""
-        layout = self._layout_of(x.shape, _reduced_axes(stat_shape), None, None, stat_shape)
+        layout = self._layout_of(x.shape, None, None, None, stat_shape)
         if layout is None or layout.kind not in ("channels", "columns"):
             return None
         self.thread_count()
@@ -642,7 +656,7 @@ class NormKernels:
 
     def frozen_backward(self, x, gy, mean, scale):
         """(gx, Σgy, Σgy·(x - mean)) of frozen_forward, the sums per statistic in scale's shape; None as above."""
-        layout = self._layout_of(x.shape, _reduced_axes(scale.shape), None, None, scale.shape)
+        layout = self._layout_of(x.shape, None, None, None, scale.shape)
         if layout is None or layout.kind not in ("channels", "columns"):
             return None
         self.thread_count()
@@ -682,12 +696,14 @@ class NormKernels:
 
     def _layout_of(self, shape, axes, weight, bias, stat_shape=None):
         """_layout, remembered per shape (a training loop asks the same question every step). ``stat_shape``
-        stands for a parameter that varies on every kept axis."""
+        stands for a parameter that varies on every kept axis; with axes None, the reduced axes are its 1s."""
         key = (shape, axes, None if weight is None else weight.shape, None if bias is None else bias.shape, stat_shape)
         layout = self._layouts.get(key)
         if layout is None:
             if len(self._layouts) > 1024:
                 self._layouts.clear()
+            if axes is None:
+                axes = _reduced_axes(stat_shape)
             params = [(1,) * (len(shape) - t.ndim) + tuple(t.shape) for t in (weight, bias) if t is not None]
             params += [stat_shape] if stat_shape is not None else []
             layout = self._layouts[key] = _layout(shape, axes, params) or False
@@ -695,7 +711,7 @@ class NormKernels:
 
     def _param(self, t, x, layout, fill):
         """A parameter as the kernel takes it: (S,) per statistic, or (G, K) per element or channel."""
-        size = math.prod(layout.param_view)
+        size = layout.param_size
         if t is None:
             return self._constant(fill, size, x.dtype).reshape(layout.param_view)
         if t.size == size and t.dtype == x.dtype and t.flags.c_contiguous:

@@ -45,7 +45,7 @@ class Standardize(Function):
     def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, stats, view=None):
         xp = self.xp
         weight, bias = _params(params, has_weight, has_bias, param_shape)
-        self.x_in, self.view = x, view
+        x_in = x
         if view is not None:
             x = x.reshape(view)                         # GroupNorm standardizes (N, G, C/G, S)
         if x.dtype.itemsize < 4:
@@ -56,18 +56,20 @@ class Standardize(Function):
         kernels = self.backend.kernels
         out = kernels.standardize_forward(x, weight, bias, axes, eps) if kernels is not None else None
         if out is not None:
-            y, mean, var, inv_std, self.kernel_saved = out
+            y, mean, var, inv_std, kernel_saved = out
         else:
             y, mean, var, inv_std = _standardize(xp, x, weight, bias, axes, eps, m)
-            self.kernel_saved = None
+            kernel_saved = None
         if stats is not None:                   # the batch statistics, for running statistics (BatchNorm, InstanceNorm)
             stats["mean"], stats["var"], stats["m"] = mean.astype(x.dtype), var.astype(x.dtype), m
-        self.mean, self.inv_std, self.weight, self.axes, self.m = mean, inv_std, weight, axes, m
-        self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
-        self.bias_shape = None if bias is None else bias.shape
-        if y.dtype != self.x_in.dtype:
-            y = y.astype(self.x_in.dtype)
-        return y if view is None else y.reshape(self.x_in.shape)
+        if True in self.needs_input_grad:       # what backward needs (nothing, when no graph is recorded)
+            self.x_in, self.view, self.kernel_saved = x_in, view, kernel_saved
+            self.mean, self.inv_std, self.weight, self.axes, self.m = mean, inv_std, weight, axes, m
+            self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
+            self.bias_shape = None if bias is None else bias.shape
+        if y.dtype != x_in.dtype:
+            y = y.astype(x_in.dtype)
+        return y if view is None else y.reshape(x_in.shape)
 
     def backward(self, gy):
         xp, view = self.xp, self.view
@@ -160,10 +162,11 @@ class FrozenStandardize(Function):
                 y += bias                                                 # + bias
         # NOTE: mean is a float64 copy: the running statistics may change in place before backward (another
         # training forward), and the gradient must belong to the statistics this forward used.
-        self.mean, self.inv_std, self.x = mean, inv_std, x
-        self.weight = params[0].reshape(param_shape) if has_weight else None
-        self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
-        self.has_weight, self.has_bias = has_weight, has_bias
+        if True in self.needs_input_grad:
+            self.mean, self.inv_std, self.x = mean, inv_std, x
+            self.weight = params[0].reshape(param_shape) if has_weight else None
+            self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
+            self.has_weight, self.has_bias = has_weight, has_bias
         return y.astype(x.dtype, copy=False)
 
     def backward(self, gy):

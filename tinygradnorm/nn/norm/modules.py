@@ -209,7 +209,8 @@ class LayerNorm(Module):
         _affine_params(self, shape, elementwise_affine, bias, device, dtype)
 
     def forward(self, input):
-        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps, impl=self.impl)
+        return F.layer_norm(input, self.normalized_shape, _attr(self, "_parameters", "weight"),
+                            _attr(self, "_parameters", "bias"), self.eps, impl=self.impl)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
@@ -236,7 +237,8 @@ class GroupNorm(Module):
         if input.ndim < 2 or input.shape[1] != self.num_channels:
             raise ValueError(f"GroupNorm expected input (N, {self.num_channels}, *) with {self.num_channels} channels "
                              f"at dim 1, got input of shape {tuple(input.shape)}")
-        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps, impl=self.impl)
+        return F.group_norm(input, self.num_groups, _attr(self, "_parameters", "weight"),
+                            _attr(self, "_parameters", "bias"), self.eps, impl=self.impl)
 
     def extra_repr(self):
         return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
@@ -257,7 +259,7 @@ class RMSNorm(Module):
         _affine_params(self, shape, elementwise_affine, False, device, dtype)
 
     def forward(self, input):
-        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps, impl=self.impl)
+        return F.rms_norm(input, self.normalized_shape, _attr(self, "_parameters", "weight"), self.eps, impl=self.impl)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
