@@ -123,10 +123,10 @@ PLANTED = [
      True),
     ("_columns_backward", "k[s] = -sc[s] * sg[s] / p", "k[s] = 0.0", "bn1d_2d", True),
     ("_rows_forward", "inv_t = T(inv)", "inv_t = T(inv * inv)", "ln", True),
-    ("_rows_backward", "sum_gy_xhat[part, g, k] += gyk * c * inv", "sum_gy_xhat[part, g, k] = gyk * c * inv", "ln",
+    ("_rows_backward", "sum_gy_xhat[blk, g, k] += gyk * c * inv", "sum_gy_xhat[blk, g, k] = gyk * c * inv", "ln",
      True),
-    ("_rows_backward", "k_w = -inv * s1 / k_", "k_w = -inv * s1 / (k_ + 1)", "gn_on_vectors", True),
-    ("_rows_backward", "part = blk + (s // hi) * n_blocks", "part = blk", "ln", True),
+    ("_rows_backward", "kk = -inv * s1 / k_", "kk = -inv * s1 / (k_ + 1)", "gn_on_vectors", True),
+    ("_rows_backward", "sum_gy[blk] = 0.0", "sum_gy[blk] = 1.0", "ln", True),     # a block starts from stale partials
     ("_groups_forward", "scale = T(sc)", "scale = T(inv_w)", "gn", True),
     # the software pipeline's bookkeeping: a row written with the factors of the row after it
     ("_rows_forward", "w = max(s - 1, lo)", "w = min(s, hi - 1)", "ln", True),
