@@ -59,7 +59,7 @@ class _Recycler:
 
     def __init__(self, min_bytes=1 << 17, limit=1 << 30):
         self.min_bytes, self.limit = min_bytes, limit
-        self.blocks = {}                   # nbytes -> [[uint8 block of nbytes + _ALIGN, offset of the array], ...]
+        self.blocks = {}                   # nbytes -> [(uint8 block of nbytes + _ALIGN, offset of the array), ...]
         self.total = 0
         self._lock = threading.Lock()
 
@@ -75,11 +75,10 @@ class _Recycler:
                 if self.total + nbytes > self.limit:
                     self._release_free()
                 block = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-                entry = [block, -block.ctypes.data % _ALIGN]
+                entry = (block, -block.ctypes.data % _ALIGN)
                 self.blocks.setdefault(nbytes, []).append(entry)
                 self.total += nbytes
-        block, offset = entry
-        return block[offset:offset + nbytes].view(dtype).reshape(shape)    # NumPy makes block the view's base
+        return np.ndarray(shape, dtype, buffer=entry[0], offset=entry[1])     # its base is the block
 
     def owns(self, a):
         """True when a is a whole array handed out here. (Only views of one reach its block, and within it only
