@@ -86,3 +86,71 @@ def test_bad_impl_and_momentum_and_dtype():
         nn.BatchNorm2d(3, momentum=1.5)
     with pytest.raises(TypeError, match=r"expected a floating-point input, got dtype int64"):
         nn.BatchNorm1d(3)(tg.tensor(np.zeros((2, 3), dtype=np.int64)))
+
+
+# layer_norm checks its common call in one test and sends anything else through the detailed checks: each bad
+# argument below must still be refused with its own message (torch refuses each too), and each odd but valid one
+# accepted as the checks would.
+LAYER_NORM_REFUSED = [
+    ("weight of another shape", dict(weight=np.ones(3, np.float32)), ValueError, r"expected weight of shape \(4,\)"),
+    ("bias of another shape", dict(bias=np.ones((1, 4), np.float32)), ValueError, r"expected bias of shape \(4,\)"),
+    ("weight of another dtype", dict(weight=np.ones(4, np.float64)), RuntimeError, "mixed dtype"),
+    ("bias of another dtype", dict(bias=np.ones(4, np.float64)), RuntimeError, "mixed dtype"),
+    ("another trailing shape", dict(normalized_shape=(2, 4), weight=None, bias=None), ValueError,
+     r"expected input with shape \[\*, 2, 4\]"),
+    ("more dims than the input", dict(normalized_shape=(1, 2, 3, 4), weight=None, bias=None), ValueError,
+     "expected input with shape"),
+    ("no dims", dict(normalized_shape=(), weight=None, bias=None), ValueError, "expected input with shape"),
+    ("integer input", dict(x=np.ones((2, 3, 4), np.int64), weight=None, bias=None), TypeError, "floating-point input"),
+]
+
+
+@pytest.mark.parametrize("what, change, error, message", LAYER_NORM_REFUSED, ids=[c[0] for c in LAYER_NORM_REFUSED])
+def test_layer_norm_refuses_each_bad_argument_with_its_own_message(what, change, error, message):
+    import torch
+    args = dict(x=np.ones((2, 3, 4), np.float32), normalized_shape=(4,), weight=np.ones(4, np.float32),
+                bias=np.zeros(4, np.float32))
+    args.update(change)
+    as_tg = {k: tg.tensor(v) if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    as_torch = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in args.items()}
+    with pytest.raises(error, match=message):
+        F.layer_norm(as_tg["x"], as_tg["normalized_shape"], as_tg["weight"], as_tg["bias"])
+    with pytest.raises((RuntimeError, ValueError, TypeError)):
+        torch.nn.functional.layer_norm(as_torch["x"], as_torch["normalized_shape"], as_torch["weight"],
+                                       as_torch["bias"])
+
+
+@pytest.mark.parametrize("layer", ["layer_norm", "rms_norm"])
+def test_a_normalized_shape_of_floats_is_refused_as_in_torch(layer):
+    import torch
+    x = np.ones((2, 3, 4), np.float32)
+    for shape in ((3.0, 4), (4.0,), 4.0):
+        with pytest.raises(TypeError, match=rf"{layer}\(\): argument 'normalized_shape' \(position 2\) must be tuple "
+                                            r"of ints, but found element of type float at pos 0"):
+            getattr(F, layer)(tg.tensor(x), shape)
+        with pytest.raises(TypeError):
+            getattr(torch.nn.functional, layer)(torch.tensor(x), shape)
+    with pytest.raises(TypeError, match="LayerNorm"):
+        nn.LayerNorm((2, 3.5))
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5, float("nan")])
+def test_layer_norm_refuses_an_eps_that_is_not_positive(eps):
+    with pytest.raises(ValueError, match="eps must be positive"):
+        F.layer_norm(tg.ones(2, 4), (4,), tg.ones(4), tg.zeros(4), eps=eps)
+
+
+def test_layer_norm_refuses_a_weight_that_is_not_a_tensor_and_an_unknown_impl():
+    with pytest.raises(TypeError, match="must be Tensors, not ndarray"):
+        F.layer_norm(tg.ones(2, 4), (4,), np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="impl must be one of"):
+        F.layer_norm(tg.ones(2, 4), (4,), impl="fast")
+
+
+def test_layer_norm_accepts_what_the_checks_accept_off_the_common_path():
+    x = tg.randn(2, 3, 4)
+    want = F.layer_norm(x, (3, 4)).numpy()
+    for shape in ([3, 4], (np.int64(3), 4)):                   # a list, a NumPy integer
+        np.testing.assert_array_equal(F.layer_norm(x, shape).numpy(), want)
+    half = F.layer_norm(x.half(), (4,), tg.ones(4), tg.zeros(4))   # float32 parameters for a float16 input
+    assert half.dtype == tg.float16

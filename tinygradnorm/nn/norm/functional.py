@@ -6,6 +6,7 @@ Running statistics follow PyTorch: running = (1 - momentum) * running + momentum
 storing the unbiased batch variance while normalizing with the biased one.
 """
 import math
+import operator
 
 from ...ops.inplace import bump_version
 from ...dtypes import float32
@@ -193,10 +194,22 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     return _frozen(impl, input, weight, bias, running_mean.data, running_var.data, eps, shape)
 
 
-def _normalized_shape(normalized_shape):
+def _normalized_shape(normalized_shape, name="layer_norm"):
+    """normalized_shape as a tuple of ints: an int, or a sequence of integers (Python's, NumPy's); as in PyTorch,
+    anything else (a float, say) is a TypeError."""
     if type(normalized_shape) is tuple and all(type(s) is int for s in normalized_shape):
         return normalized_shape                          # (the modules' own, checked at construction)
-    return (normalized_shape,) if isinstance(normalized_shape, int) else tuple(int(s) for s in normalized_shape)
+    if isinstance(normalized_shape, int):
+        return (normalized_shape,)
+    items = normalized_shape if isinstance(normalized_shape, (tuple, list)) else (normalized_shape,)
+    shape = []
+    for i, s in enumerate(items):
+        try:
+            shape.append(operator.index(s))
+        except TypeError:
+            raise TypeError(f"{name}(): argument 'normalized_shape' (position 2) must be tuple of ints, but found "
+                            f"element of type {type(s).__name__} at pos {i}") from None
+    return tuple(shape)
 
 
 def _check_trailing(name, x, normalized_shape):
@@ -217,7 +230,7 @@ def _trailing_setup(name, input, normalized_shape, weight, impl):
     """Checks shared by the layers that normalize trailing dims; returns (normalized_shape, their axes)."""
     _check_impl(impl)
     _check_tensor(name, input)
-    normalized_shape = _normalized_shape(normalized_shape)
+    normalized_shape = _normalized_shape(normalized_shape, name)
     _check_trailing(name, input, normalized_shape)
     _check_param(name, "weight", weight, normalized_shape)
     ndim = input.data.ndim
@@ -227,12 +240,36 @@ def _trailing_setup(name, input, normalized_shape, weight, impl):
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, impl="fused"):
     """Normalize over the trailing ``normalized_shape`` dims of each sample, as torch.nn.functional.layer_norm."""
     name = "layer_norm"
-    normalized_shape, axes = _trailing_setup(name, input, normalized_shape, weight, impl)
-    _check_param(name, "bias", bias, normalized_shape)
-    _check_dtypes(name, input, weight, bias)
-    _check_eps(name, eps)
+    if _plain_trailing_call(input, normalized_shape, weight, bias, eps, impl):
+        k, ndim = len(normalized_shape), input.data.ndim
+        axes = _TRAILING_AXES.get((ndim, k)) or _TRAILING_AXES.setdefault((ndim, k), tuple(range(ndim - k, ndim)))
+    else:                                   # the checks, which name what is wrong
+        normalized_shape, axes = _trailing_setup(name, input, normalized_shape, weight, impl)
+        _check_param(name, "bias", bias, normalized_shape)
+        _check_dtypes(name, input, weight, bias)
+        _check_eps(name, eps)
     shape = (1,) * axes[0] + normalized_shape
     return _standardize(impl, input, weight, bias, axes, eps, shape, stats=False)[0]
+
+
+_TRAILING_AXES = {}                         # (ndim, number of trailing dims) -> their axes
+
+
+def _plain_trailing_call(x, normalized_shape, weight, bias, eps, impl):
+    """True for the common call every check of layer_norm would pass: a floating-point Tensor whose trailing dims
+    are normalized_shape (a tuple of ints), weight and bias None or of that shape, x's dtype and device, eps > 0.
+    (One test instead of eight calls: a layer's own overhead is what small inputs pay for.)"""
+    if type(x) is not Tensor or type(normalized_shape) is not tuple or not normalized_shape or impl not in IMPLS:
+        return False
+    data = x.data
+    k = len(normalized_shape)
+    if data.dtype.kind != "f" or data.shape[len(data.shape) - k:] != normalized_shape:     # (shorter when ndim < k)
+        return False
+    for t in (weight, bias):
+        if t is not None and (type(t) is not Tensor and not isinstance(t, Tensor) or t.data.shape != normalized_shape
+                              or t.data.dtype != data.dtype or t._device is not x._device):
+            return False
+    return all(type(n) is int for n in normalized_shape) and eps > 0
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fused"):

@@ -200,7 +200,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None, *,
                  impl="fused"):
         super().__init__()
-        shape = F._normalized_shape(normalized_shape)
+        shape = F._normalized_shape(normalized_shape, "LayerNorm")
         for s in shape:
             _check_positive_int("LayerNorm", "each normalized_shape entry", s)
         _check_eps("LayerNorm", eps)
@@ -250,7 +250,7 @@ class RMSNorm(Module):
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None, *, impl="fused"):
         super().__init__()
-        shape = F._normalized_shape(normalized_shape)
+        shape = F._normalized_shape(normalized_shape, "RMSNorm")
         for s in shape:
             _check_positive_int("RMSNorm", "each normalized_shape entry", s)
         _check_eps("RMSNorm", eps, allow_none=True)
