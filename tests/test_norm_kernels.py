@@ -208,9 +208,25 @@ def test_the_rows_partial_gradients_join_for_any_number_of_blocks(layer, blocks,
     assert _gradcheck_passes(make, (13,) + shape[1:], True)
 
 
-@pytest.mark.parametrize("case", LAYERS, ids=IDS)
-def test_one_thread_and_all_threads_give_the_same_bits(case, monkeypatch):
+@pytest.mark.parametrize("layer", ["ln", "ln_2d", "gn_on_vectors"])
+def test_the_rows_forward_without_pass_1_ahead_matches_too(layer, monkeypatch):
+    """The test inputs are small, so _rows_forward runs pass 1 ahead; large ones run it on its own."""
+    monkeypatch.setattr(norm, "_AHEAD_BYTES", 0)
+    _, make, shape, _ = LAYERS[IDS.index(layer)]
+    for training in (True, False):
+        assert _fused_vs_composite(make, shape, training) < 1e-10
+    assert _gradcheck_passes(make, shape, True)
+
+
+# every layer, and the rows layout once more with _rows_forward's pass 1 on its own (as for large inputs)
+THREAD_CASES = [(case, True) for case in LAYERS] + [(case, False) for case in LAYERS if case[3] == "rows"]
+
+
+@pytest.mark.parametrize("case, ahead", THREAD_CASES,
+                         ids=[c[0] + ("" if ahead else "-pass_1_on_its_own") for c, ahead in THREAD_CASES])
+def test_one_thread_and_all_threads_give_the_same_bits(case, ahead, monkeypatch):
     _, make, shape, _ = case
+    monkeypatch.setattr(norm, "_AHEAD_BYTES", norm._AHEAD_BYTES if ahead else 0)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((32,) + shape[1:]) * 3 + 1
     gy = rng.standard_normal(x.shape)
