@@ -214,8 +214,10 @@ class CudaKernels:
         args = tuple(cp.int64(a) if isinstance(a, int) else cp.float64(a) if isinstance(a, float) else a for a in args)
         self._kernel(dtype, name)((int(blocks),), (BLOCK,), args)
 
-    def standardize_forward(self, x, weight, bias, axes, eps):
+    def standardize_forward(self, x, weight, bias, axes, eps, param_shape=None):
         cp = self.cp
+        if param_shape is not None:                     # flat parameters, and the shape that broadcasts them
+            weight, bias = (None if t is None else t.reshape(param_shape) for t in (weight, bias))
         params = [(1,) * (x.ndim - t.ndim) + tuple(t.shape) for t in (weight, bias) if t is not None]
         layout = _layout(x.shape, axes, params)
         if layout is None or layout.kind not in ("channels", "rows") or layout.groups != 1 or x.dtype.name not in TYPES:

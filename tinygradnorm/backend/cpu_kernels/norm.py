@@ -626,20 +626,22 @@ class NormKernels:
         self._layouts = {}                  # (shape, axes, parameter shapes) -> _Layout, or False for none
         self._constants = {}                # (value, size, dtype) -> a read-only array: absent weights and biases
 
-    def standardize_forward(self, x, weight, bias, axes, eps):
-        """y = (x - mean) * inv_std * weight + bias over ``axes`` (weight, bias broadcastable to x, or None).
+    def standardize_forward(self, x, weight, bias, axes, eps, param_shape=None):
+        """y = (x - mean) * inv_std * weight + bias over ``axes``. weight and bias (or None) broadcast against x; or,
+        given ``param_shape``, they are flat and that is the shape that broadcasts them.
 
         Returns None when no kernel fits the layout, else (y, mean, var, inv_std, saved): the statistics
         float64 and shaped to broadcast against x, ``saved`` what standardize_backward needs."""
-        layout = self._layout_of(x.shape, axes, weight, bias)
+        shapes = [None if t is None else (t.shape if param_shape is None else param_shape) for t in (weight, bias)]
+        layout = self._layout_of(x.shape, axes, *shapes)
         if layout is None:
             return None
         threads = self.thread_count()
         xv = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).reshape(layout.view)
-        w = self._param(weight, x, layout, 1.0)
+        w = self._param(weight, shapes[0], x, layout, 1.0)
         y = self.empty(layout.view, x.dtype)
         mean, var, inv_std = np.empty(layout.n_stats), np.empty(layout.n_stats), np.empty(layout.n_stats)
-        args = (xv, w, self._param(bias, x, layout, 0.0), float(eps), y, mean, var, inv_std)
+        args = (xv, w, self._param(bias, shapes[1], x, layout, 0.0), float(eps), y, mean, var, inv_std)
         if layout.kind in ("rows", "groups"):
             args += (min(threads, layout.n_stats),)            # blocks of statistics: one per thread
         if layout.kind == "rows":
@@ -732,29 +734,31 @@ class NormKernels:
         _join_blocks(parts, ggamma)
         return gx.reshape(x.shape), ggamma
 
-    def _layout_of(self, shape, axes, weight, bias, stat_shape=None):
-        """_layout, remembered per shape (a training loop asks the same question every step). ``stat_shape``
-        stands for a parameter that varies on every kept axis; with axes None, the reduced axes are its 1s."""
-        key = (shape, axes, None if weight is None else weight.shape, None if bias is None else bias.shape, stat_shape)
+    def _layout_of(self, shape, axes, weight_shape, bias_shape, stat_shape=None):
+        """_layout, remembered per shape (a training loop asks the same question every step), given the shapes of
+        the weight and bias (None where absent). ``stat_shape`` stands for a parameter that varies on every kept
+        axis; with axes None, the reduced axes are its 1s."""
+        key = (shape, axes, weight_shape, bias_shape, stat_shape)
         layout = self._layouts.get(key)
         if layout is None:
             if len(self._layouts) > 1024:
                 self._layouts.clear()
             if axes is None:
                 axes = _reduced_axes(stat_shape)
-            params = [(1,) * (len(shape) - t.ndim) + tuple(t.shape) for t in (weight, bias) if t is not None]
+            params = [(1,) * (len(shape) - len(ps)) + tuple(ps) for ps in (weight_shape, bias_shape) if ps is not None]
             params += [stat_shape] if stat_shape is not None else []
             layout = self._layouts[key] = _layout(shape, axes, params) or False
         return layout or None
 
-    def _param(self, t, x, layout, fill):
-        """A parameter as the kernel takes it: (S,) per statistic, or (G, K) per element or channel."""
+    def _param(self, t, shape, x, layout, fill):
+        """A parameter as the kernel takes it: (S,) per statistic, or (G, K) per element or channel. ``shape`` is
+        the one that broadcasts t against x."""
         size = layout.param_size
         if t is None:
             return self._constant(fill, size, x.dtype).reshape(layout.param_view)
         if t.size == size and t.dtype == x.dtype and t.flags.c_contiguous:
             return t.reshape(layout.param_view)                 # already laid out as the kernel reads it
-        t = t.reshape((1,) * (x.ndim - t.ndim) + t.shape)
+        t = t.reshape((1,) * (x.ndim - len(shape)) + tuple(shape))
         if layout.kind in ("channels", "columns"):
             full = np.broadcast_to(t, layout.stat_shape)
         else:

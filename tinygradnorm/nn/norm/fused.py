@@ -44,7 +44,6 @@ class Standardize(Function):
 
     def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, stats, view=None):
         xp = self.xp
-        weight, bias = _params(params, has_weight, has_bias, param_shape)
         x_in = x
         if view is not None:
             x = x.reshape(view)                         # GroupNorm standardizes (N, G, C/G, S)
@@ -54,10 +53,15 @@ class Standardize(Function):
         for a in axes:
             m *= x.shape[a]
         kernels = self.backend.kernels
-        out = kernels.standardize_forward(x, weight, bias, axes, eps) if kernels is not None else None
+        out = None
+        if kernels is not None:                         # (the parameters flat, as the modules hold them)
+            out = kernels.standardize_forward(x, params[0] if has_weight else None, params[-1] if has_bias else None,
+                                              axes, eps, param_shape)
+        weight = None
         if out is not None:
             y, mean, var, inv_std, kernel_saved = out
         else:
+            weight, bias = _params(params, has_weight, has_bias, param_shape)
             y, mean, var, inv_std = _standardize(xp, x, weight, bias, axes, eps, m)
             kernel_saved = None
         if stats is not None:                   # the batch statistics, for running statistics (BatchNorm, InstanceNorm)
@@ -65,8 +69,8 @@ class Standardize(Function):
         if True in self.needs_input_grad:       # what backward needs (nothing, when no graph is recorded)
             self.x_in, self.view, self.kernel_saved = x_in, view, kernel_saved
             self.mean, self.inv_std, self.weight, self.axes, self.m = mean, inv_std, weight, axes, m
+            self.has_weight, self.has_bias = has_weight, has_bias
             self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
-            self.bias_shape = None if bias is None else bias.shape
         if y.dtype != x_in.dtype:
             y = y.astype(x_in.dtype)
         return y if view is None else y.reshape(x_in.shape)
@@ -77,15 +81,15 @@ class Standardize(Function):
         gy = gy.astype(x.dtype, copy=False) if view is None else gy.astype(x.dtype, copy=False).reshape(view)
         if self.kernel_saved is not None:
             gx, sum_gy, sum_gy_xhat = self.backend.kernels.standardize_backward(self.kernel_saved, x, gy)
-            ggamma = sum_gy_xhat if self.weight is not None else None
-            gbeta = sum_gy if self.bias_shape is not None else None
+            ggamma = sum_gy_xhat if self.has_weight else None
+            gbeta = sum_gy if self.has_bias else None
         else:
             gx, ggamma, gbeta = _standardize_backward(xp, x, gy, self.mean, self.inv_std, self.weight, self.axes,
-                                                      self.m, self.bias_shape is not None)
+                                                      self.m, self.has_bias)
         grads = []
-        if self.weight is not None:
+        if self.has_weight:
             grads.append(self._param_grad(ggamma, 1, x.dtype))
-        if self.bias_shape is not None:
+        if self.has_bias:
             grads.append(self._param_grad(gbeta, len(grads) + 1, x.dtype))
         return (gx.astype(self.x_in.dtype, copy=False).reshape(self.x_in.shape), *grads)
 
