@@ -176,15 +176,17 @@ class Function:
     def apply(cls, *inputs, **kwargs):
         """Run the op on Tensors; the result remembers this Function when it needs a gradient."""
         dev = None
-        needs = []
-        for i, t in enumerate(inputs):
+        arrays, needs = [], []
+        for t in inputs:
             if not isinstance(t, Tensor):
-                raise TypeError(f"{cls.__name__}.apply: argument {i} must be a Tensor, not {type(t).__name__}; "
-                                "make one with tinygradnorm.tensor(...)")
+                i = next(i for i, u in enumerate(inputs) if u is t)
+                raise TypeError(f"{cls.__name__}.apply: argument {i} must be a Tensor, not {type(t).__name__}; make "
+                                "one with tinygradnorm.tensor(...)")
             if dev is None:
                 dev = t._device
             elif t._device is not dev:
                 _device_mismatch(cls.__name__, inputs)
+            arrays.append(t.data)
             needs.append(t.requires_grad)
         fn = cls()
         fn.backend = backend = dev.backend
@@ -192,7 +194,7 @@ class Function:
         state = _state
         record = state.grad_enabled and not state.inference and True in needs
         fn.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
-        data = fn.forward(*[t.data for t in inputs], **kwargs)
+        data = fn.forward(*arrays, **kwargs)
         if not isinstance(data, xp.ndarray):
             data = xp.asarray(data)  # NOTE: NumPy returns scalars from 0-d results; keep arrays
         out = Tensor._wrap(data, dev, False, None)
