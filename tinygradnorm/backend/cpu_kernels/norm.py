@@ -242,9 +242,10 @@ def _columns_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
 
 # ---- rows: (S, K), weight and bias per element of a row (LayerNorm) ------------------------------------
 @njit(inline="always")
-def _layer_norm_output(xv, centre, d, inv_t, w, b):
-    """Steps 5-6 for one element: y = x_hat·weight + bias, x_hat = (x - centre - d)·inv_std."""
-    return ((xv - centre) - d) * inv_t * w + b
+def _layer_norm_output(xv, centre, inv_t, shift, w, b):
+    """Steps 5-6 for one element: y = x_hat·weight + bias, with x_hat = (x - mean)·inv_std
+    = (x - centre)·inv_std - (mean - centre)·inv_std (shift is the last product)."""
+    return ((xv - centre) * inv_t - shift) * w + b
 
 
 @pjit
@@ -259,7 +260,7 @@ def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std, n_blocks, ahead):
     T = x.dtype.type
     for blk in prange(n_blocks):
         lo, hi = n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks
-        g, centre, d, inv_t = 0, T(0.0), T(0.0), T(0.0)       # the output factors of the row written
+        g, centre, inv_t, shift = 0, T(0.0), T(0.0), T(0.0)   # the output factors of the row written
         total = T(0.0)                                          # ahead: pass 1's sum of the row summed next
         for s in range(lo - 1, hi + 1):
             # NOTE: every row's sums come from the same loop, so the bits never depend on the blocks (that is, on
@@ -282,13 +283,13 @@ def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std, n_blocks, ahead):
                     c = x[r, k] - mu                            # step 2, row s
                     sum_c += c
                     sum_cc += c * c
-                    y[w, k] = _layer_norm_output(x[w, k], centre, d, inv_t, weight[g, k], bias[g, k])
+                    y[w, k] = _layer_norm_output(x[w, k], centre, inv_t, shift, weight[g, k], bias[g, k])
             else:
                 for k in range(k_):
                     c = x[r, k] - mu                            # step 2, row s
                     sum_c += c
                     sum_cc += c * c
-                    y[w, k] = _layer_norm_output(x[w, k], centre, d, inv_t, weight[g, k], bias[g, k])
+                    y[w, k] = _layer_norm_output(x[w, k], centre, inv_t, shift, weight[g, k], bias[g, k])
             if lo <= s < hi:
                 mu, v, inv = _finish(mu, sum_c, sum_cc, k_, eps)    # steps 3-4
                 mean[s] = mu
@@ -296,8 +297,8 @@ def _rows_forward(x, weight, bias, eps, y, mean, var, inv_std, n_blocks, ahead):
                 inv_std[s] = inv
                 g = s % n_groups
                 centre = T(mu)
-                d = T(mu - centre)
                 inv_t = T(inv)
+                shift = T((mu - centre) * inv)
 
 
 @pjit
