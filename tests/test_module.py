@@ -58,6 +58,8 @@ def test_double_float_and_to_keep_objects():
     w = net.a.weight
     net.double()
     assert net.a.weight is w and w.dtype == tg.float64 and net.a.count.dtype == tg.int64
+    net.half()
+    assert net.a.weight is w and w.dtype == tg.float16 and net.a.count.dtype == tg.int64
     net.float()
     assert w.dtype == tg.float32
     net.to("cpu")

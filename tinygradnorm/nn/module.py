@@ -3,7 +3,7 @@ from collections import OrderedDict
 
 from ..autograd import no_grad
 from ..backend import Device, device as as_device, is_array, transfer
-from ..dtypes import float32, float64
+from ..dtypes import float16, float32, float64
 from ..tensor import Tensor
 
 
@@ -199,6 +199,9 @@ class Module:
 
     def float(self):
         return self.to(dtype=float32)
+
+    def half(self):
+        return self.to(dtype=float16)
 
     def cuda(self, index=0):
         return self.to(f"cuda:{index}")
