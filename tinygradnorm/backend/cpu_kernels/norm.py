@@ -36,8 +36,10 @@ is groups (N*G, C/G, H*W). LayerNorm and GroupNorm without affine parameters are
 P = 1.
 
 Parallelism: every ``prange`` runs over statistics (each computed whole by one thread), over
-fixed blocks of columns, or over fixed blocks of rows whose partial parameter gradients are
-added in block order; so the bits never depend on the thread count.
+fixed blocks of columns, over fixed blocks of rows whose partial parameter gradients are added
+in block order, or (the software-pipelined kernels, docs section 7) over one block of statistics
+per thread, in which every statistic still goes through the same loop; so the bits never depend
+on the thread count.
 """
 import math
 
