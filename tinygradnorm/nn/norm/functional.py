@@ -226,6 +226,17 @@ def _check_param(name, what, t, normalized_shape):
                          f"{tuple(t.shape)}")
 
 
+_TRAILING_AXES = {}                         # (ndim, number of trailing dims) -> their axes
+
+
+def _trailing_axes(ndim, k):
+    """The last k axes of an ndim-dimensional input, as a tuple (remembered: every call asks again)."""
+    axes = _TRAILING_AXES.get((ndim, k))
+    if axes is None:
+        axes = _TRAILING_AXES[ndim, k] = tuple(range(ndim - k, ndim))
+    return axes
+
+
 def _trailing_setup(name, input, normalized_shape, weight, impl):
     """Checks shared by the layers that normalize trailing dims; returns (normalized_shape, their axes)."""
     _check_impl(impl)
@@ -233,16 +244,14 @@ def _trailing_setup(name, input, normalized_shape, weight, impl):
     normalized_shape = _normalized_shape(normalized_shape, name)
     _check_trailing(name, input, normalized_shape)
     _check_param(name, "weight", weight, normalized_shape)
-    ndim = input.data.ndim
-    return normalized_shape, tuple(range(ndim - len(normalized_shape), ndim))
+    return normalized_shape, _trailing_axes(input.data.ndim, len(normalized_shape))
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, impl="fused"):
     """Normalize over the trailing ``normalized_shape`` dims of each sample, as torch.nn.functional.layer_norm."""
     name = "layer_norm"
     if _plain_trailing_call(input, normalized_shape, weight, bias, eps, impl):
-        k, ndim = len(normalized_shape), input.data.ndim
-        axes = _TRAILING_AXES.get((ndim, k)) or _TRAILING_AXES.setdefault((ndim, k), tuple(range(ndim - k, ndim)))
+        axes = _trailing_axes(input.data.ndim, len(normalized_shape))
     else:                                   # the checks, which name what is wrong
         normalized_shape, axes = _trailing_setup(name, input, normalized_shape, weight, impl)
         _check_param(name, "bias", bias, normalized_shape)
@@ -250,9 +259,6 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, imp
         _check_eps(name, eps)
     shape = (1,) * axes[0] + normalized_shape
     return _standardize(impl, input, weight, bias, axes, eps, shape, stats=False)[0]
-
-
-_TRAILING_AXES = {}                         # (ndim, number of trailing dims) -> their axes
 
 
 def _plain_trailing_call(x, normalized_shape, weight, bias, eps, impl):
@@ -266,7 +272,7 @@ def _plain_trailing_call(x, normalized_shape, weight, bias, eps, impl):
     if data.dtype.kind != "f" or data.shape[len(data.shape) - k:] != normalized_shape:     # (shorter when ndim < k)
         return False
     for t in (weight, bias):
-        if t is not None and (type(t) is not Tensor and not isinstance(t, Tensor) or t.data.shape != normalized_shape
+        if t is not None and (not isinstance(t, Tensor) or t.data.shape != normalized_shape
                               or t.data.dtype != data.dtype or t._device is not x._device):
             return False
     return all(type(n) is int for n in normalized_shape) and eps > 0
