@@ -5,23 +5,26 @@ For a random upstream gradient ``gy`` the scalar ``f(x) = sum(fn(x) * gy)`` has 
 compared with ``(f(x + eps e_i) - f(x - eps e_i)) / (2 eps)``. With ``fast=True`` a single
 random direction ``v`` over all inputs is used instead: ``<grad, v>`` against
 ``(f(x + eps v) - f(x - eps v)) / (2 eps)``, which costs two evaluations whatever the size.
+
+``gradgradcheck`` checks second derivatives the same way: it runs gradcheck on the function
+``(x, gy) -> d<fn(x), gy>/dx``, whose own gradient is the double backward.
 """
 import warnings
 
 import numpy as np
 
-from .autograd import no_grad
+from .autograd.grad_mode import enable_grad, no_grad
 from .dtypes import float64
 from .tensor import Tensor
 
-__all__ = ["gradcheck", "GradcheckError"]
+__all__ = ["gradcheck", "gradgradcheck", "GradcheckError"]
 
 
 class GradcheckError(AssertionError):
     """Analytic and numeric gradients disagree."""
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, fast=False):
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, fast=False, *, _names=None):
     """True when the backward of ``fn`` matches central finite differences for every input that requires grad.
 
     ``inputs`` is a Tensor or a tuple of arguments for ``fn``; only Tensors with
@@ -65,7 +68,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
         numeric = _numeric_grad(f, args[i].data, eps)
         ok, report = _compare(a, numeric, atol, rtol, xp)
         if not ok:
-            return _fail(f"gradcheck failed for input {i} (shape {tuple(args[i].shape)}): {report}", raise_exception)
+            name = _names(i) if _names else f"gradcheck failed for input {i}"
+            return _fail(f"{name} (shape {tuple(args[i].shape)}): {report}", raise_exception)
     return True
 
 
@@ -157,3 +161,49 @@ def _fail(message, raise_exception):
     if raise_exception:
         raise GradcheckError(message)
     return False
+
+
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, fast=False):
+    """True when the second derivatives of ``fn`` match finite differences of its first ones, as
+    torch.autograd.gradgradcheck: gradcheck of ``(inputs, gy) -> d<fn(inputs), gy>/d inputs``, with respect to
+    the inputs that require grad and to ``gy``.
+
+    ``grad_outputs`` (one Tensor per output of fn) is ``gy``; by default it is random. On failure the
+    GradcheckError names the input or grad_output, the worst element and both values.
+    """
+    args = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+    checked = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
+    if not checked:
+        raise ValueError("gradgradcheck: no input requires grad; create the inputs with requires_grad=True")
+    args = [Tensor(a.data, dtype=float64).requires_grad_() if i in checked else a for i, a in enumerate(args)]
+    with enable_grad():
+        outs = _outputs(fn(*args))
+    if grad_outputs is None:
+        rng = np.random.default_rng(4321)
+        gys = [Tensor(o.xp.asarray(rng.standard_normal(o.shape)), dtype=float64, device=o.device) for o in outs]
+    else:
+        gys = list(grad_outputs) if isinstance(grad_outputs, (tuple, list)) else [grad_outputs]
+        if len(gys) != len(outs):
+            raise ValueError(f"gradgradcheck: {len(gys)} grad_outputs for {len(outs)} outputs of fn; give one per "
+                             "output")
+        gys = [Tensor(g.data, dtype=float64, device=g.device) for g in gys]
+    gys = [g.requires_grad_() for g in gys]
+    n = len(args)
+
+    def first_derivatives(*values):
+        from .autograd.engine import grad
+        xs, gs = list(values[:n]), values[n:]
+        with enable_grad():
+            ys = _outputs(fn(*xs))
+            pairs = [(y, g) for y, g in zip(ys, gs) if y.requires_grad]
+            grads = grad([y for y, _ in pairs], [xs[i] for i in checked], [g for _, g in pairs], create_graph=True,
+                         allow_unused=True, materialize_grads=True)
+        return tuple(grads)
+
+    def name(i):
+        if i < n:
+            return f"gradgradcheck failed for input {i}"
+        return f"gradgradcheck failed for grad_outputs[{i - n}]"
+
+    return gradcheck(first_derivatives, tuple(args) + tuple(gys), eps, atol, rtol, raise_exception, fast,
+                     _names=name)

@@ -41,7 +41,7 @@ class Size(tuple):
 class Tensor:
     """An n-dimensional array with reverse-mode autograd, in PyTorch's image."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_device", "_vc", "_base", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_oi", "_device", "_vc", "_base", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -69,7 +69,7 @@ class Tensor:
         self.data = arr
         self._device = dev
         self.grad = None
-        self._ctx = None
+        self._ctx, self._oi = None, 0
         self._vc = autograd.new_version()
         self._base = None
         self.requires_grad = False
@@ -80,7 +80,7 @@ class Tensor:
     def _wrap(cls, data, device, requires_grad, ctx):
         """Fast constructor for op outputs: no conversion, no checks."""
         t = object.__new__(cls)
-        t.data, t._device, t.requires_grad, t._ctx = data, device, requires_grad, ctx
+        t.data, t._device, t.requires_grad, t._ctx, t._oi = data, device, requires_grad, ctx, 0
         t.grad, t._vc, t._base = None, autograd.new_version(), None
         return t
 
@@ -130,7 +130,7 @@ class Tensor:
 
     @property
     def retains_grad(self):
-        return self._ctx is not None and self._ctx.retained is not None and self._ctx.retained() is self
+        return autograd.retains_grad(self)
 
     @property
     def xp(self):
@@ -256,23 +256,21 @@ class Tensor:
         elif not self.requires_grad:
             raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
 
-    def backward(self, gradient=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's .grad, weighted by ``gradient``."""
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Accumulate d(self)/d(leaf) into every leaf's .grad (or only into ``inputs``'), weighted by ``gradient``;
+        with ``create_graph``, the gradients carry a graph of their own, to be differentiated again."""
         if not self.requires_grad:
             raise RuntimeError("backward() called on a tensor that does not require grad and has no grad_fn; "
                                "create the leaves with requires_grad=True")
-        if gradient is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"grad can be implicitly created only for scalar outputs (got shape "
-                                   f"{tuple(self.shape)}); pass backward(gradient=...) of that shape")
-            grad = self.xp.ones(self.shape, dtype=self.dtype)
-        else:
-            grad = gradient.data if isinstance(gradient, Tensor) else self._device.backend.asarray(gradient)
-            if grad.shape != self.shape:
-                raise RuntimeError(f"backward(): gradient has shape {tuple(grad.shape)} but the tensor has "
-                                   f"shape {tuple(self.shape)}")
-            grad = grad.astype(self.dtype, copy=False)
-        autograd.backward(self, grad, retain_graph=retain_graph)
+        if gradient is None and self.data.size != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs (got shape "
+                               f"{tuple(self.shape)}); pass backward(gradient=...) of that shape")
+        autograd.backward(self, gradient, retain_graph, create_graph, inputs)
+
+    def register_hook(self, hook):
+        """Call hook(grad) whenever this tensor's gradient is computed; a Tensor it returns replaces that gradient.
+        Returns a handle: handle.remove() takes the hook off."""
+        return autograd.register_hook(self, hook)
 
     # ---- in place (see ops/inplace.py for the rules that keep gradients honest) --------
     def add_(self, other, *, alpha=1): return inplace.add_(self, other, alpha)
@@ -319,7 +317,7 @@ class Tensor:
         if self._device.type != "cpu":
             extra.append(f"device='{self._device}'")
         if self._ctx is not None:
-            extra.append(f"grad_fn=<{type(self._ctx).__name__}Backward>")
+            extra.append(f"grad_fn=<{self._ctx.name()}>")
         elif self.requires_grad:
             extra.append("requires_grad=True")
         return body + "".join(", " + e for e in extra) + ")"
@@ -416,7 +414,9 @@ class Tensor:
     def expand(self, *shape): return ops.expand(self, *shape)
     def broadcast_to(self, shape): return ops.broadcast_to(self, shape)
     def expand_as(self, other): return ops.broadcast_to(self, other.shape)
-    def contiguous(self, memory_format=contiguous_format): return self
+    def contiguous(self, memory_format=contiguous_format):
+        """self when already row-major, else a row-major copy (differentiable), as in PyTorch."""
+        return self if self.data.flags.c_contiguous else ops.clone(self)
 
 
 def _rebuild(cls, data, device_name, requires_grad):

@@ -22,6 +22,7 @@ Digraph still gives its DOT source.
 import numpy as np
 
 from .autograd import Function
+from .autograd.engine import retained_output
 from .tensor import Tensor
 
 _FUNCTION = dict(shape="box", style="filled", fillcolor="#dbe8f5", fontname="Helvetica")
@@ -67,7 +68,7 @@ def draw_graph(root, params=None, show_grad=True, rankdir="LR"):
 
     def kept_output(fn):
         """The output tensor of fn when retain_grad() keeps a reference to it, else None."""
-        return fn.retained() if fn.retained is not None else None
+        return retained_output(fn)
 
     out = tensor_node(root, "output", names.get(id(root), "output"))
     if root._ctx is None:

@@ -10,6 +10,7 @@ class CupyBackend:
     def __init__(self, index=0):
         self.index = index
         self._xp = None
+        self._norm = None
         self.rng = None
 
     def available(self):
@@ -34,6 +35,15 @@ class CupyBackend:
             return int(cupy.cuda.runtime.getDeviceCount())
         except Exception:           # noqa: BLE001  (ImportError, or a CUDA library or driver that is missing)
             return 0
+
+    @property
+    def norm(self):
+        """The normalization maths: the reference array code of backend/norm.py, on CuPy arrays. (The CUDA
+        kernels of cuda_kernels.py take this slot once they are verified on a GPU; nothing selects them yet.)"""
+        if self._norm is None:
+            from .norm import ArrayNorm
+            self._norm = ArrayNorm(self.xp)
+        return self._norm
 
     @property
     def xp(self):

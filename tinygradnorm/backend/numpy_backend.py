@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .norm import ArrayNorm
+
 _UNSET = object()
 
 # NOTE: after a parallel loop, each OpenMP thread spins waiting for the next one, by default for some
@@ -47,6 +49,7 @@ class NumpyBackend:
         self._kernels = _UNSET
         self.kernels_missing = ""
         self.split_matmul = False          # True once BLAS runs one thread per call (see kernels)
+        self._array_norm = None
 
     @property
     def kernels(self):
@@ -79,6 +82,16 @@ class NumpyBackend:
                 # large products over the pool instead.
                 self.split_matmul = _limit_blas_threads()
         self._kernels = kernels
+
+    @property
+    def norm(self):
+        """The normalization maths (backend/norm.py): the compiled kernels where Numba is on, else the array code."""
+        kernels = self.kernels
+        if kernels is not None:
+            return kernels
+        if self._array_norm is None:
+            self._array_norm = ArrayNorm(np)
+        return self._array_norm
 
     def available(self):
         return True, ""

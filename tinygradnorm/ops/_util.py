@@ -32,12 +32,25 @@ def contiguous(xp, a):
 
 
 def sum_to(grad, shape):
-    """Sum ``grad`` down to ``shape``: the adjoint of broadcasting an array of ``shape``."""
+    """Sum ``grad`` (an array or a Tensor) down to ``shape``: the adjoint of broadcasting an array of ``shape``."""
     if grad.shape == shape:
         return grad
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1)
-    return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
+    if not axes:
+        return grad.reshape(shape)
+    if isinstance(grad, Tensor):
+        return grad.sum(dim=axes, keepdim=True).reshape(shape)
+    return grad.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+def select(xp, condition, a, b):
+    """where(condition, a, b) for a backward that runs on arrays and on Tensors alike: the Tensor op (with its
+    gradient) when a Tensor is among them, else xp.where."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor) or isinstance(condition, Tensor):
+        from .elementwise import where
+        return where(condition, a, b)
+    return xp.where(condition, a, b)
 
 
 def broadcast_shape(a, b, op="op"):

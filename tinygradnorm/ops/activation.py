@@ -1,8 +1,9 @@
 """Activation functions, each with its hand-derived backward: sigmoid, tanh, relu, leaky_relu, gelu and silu."""
 import math
 
-from ..autograd import Function
-from ._util import check_tensor, compiled_kernels, contiguous
+from ..autograd.function import Function
+from ._util import check_tensor, compiled_kernels, contiguous, select
+from ..tensor import Tensor
 
 _SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
 _GELU_CUBIC = 0.044715
@@ -27,48 +28,66 @@ class Sigmoid(Function):
     def forward(self, x):
         self.kernels = compiled_kernels(self.backend, x)
         if self.kernels is not None:
-            self.out = self.kernels.sigmoid_forward(contiguous(self.xp, x))
+            out = self.kernels.sigmoid_forward(contiguous(self.xp, x))
         else:
-            self.out = _sigmoid(self.xp, x)
-        return self.out
+            out = _sigmoid(self.xp, x)
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
+        out, = self.saved
         if self.kernels is not None:
-            return self.kernels.sigmoid_backward(self.out, contiguous(self.xp, g))
-        gx = 1 - self.out
-        gx *= self.out
+            return self.kernels.sigmoid_backward(out, contiguous(self.xp, g))
+        gx = 1 - out
+        gx *= out
         gx *= g
         return gx
+
+    def gradient(self, g):
+        out, = self.saved_tensors
+        return g * out * (1 - out)
 
 
 class Tanh(Function):
     def forward(self, x):
-        self.out = self.xp.tanh(x)
-        return self.out
+        out = self.xp.tanh(x)
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
-        return g * (1 - self.out * self.out)
+        out, = self.saved_for(g)
+        return g * (1 - out * out)
+
+    gradient = backward
 
 
 class Relu(Function):
     def forward(self, x):
-        self.out = self.xp.maximum(x, 0)
-        return self.out
+        out = self.xp.maximum(x, 0)
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
         # NOTE: zero where the output is <= 0, else g: a nan input passes its gradient on, as in PyTorch.
-        return self.xp.where(self.out <= 0, g.dtype.type(0), g)
+        out, = self.saved_for(g)
+        return select(self.xp, out <= 0, g.dtype.type(0), g)
+
+    gradient = backward
 
 
 class LeakyRelu(Function):
     """y = x for x > 0, else slope * x; the gradient is 1 or slope (slope at 0 and at nan, as in PyTorch)."""
 
     def forward(self, x, slope):
-        self.x, self.slope = x, slope
+        self.save_for_backward(x)
+        self.slope = slope
         return self.xp.where(x > 0, x, x * x.dtype.type(slope))
 
     def backward(self, g):
-        return self.xp.where(self.x > 0, g, g * g.dtype.type(self.slope))
+        x, = self.saved_for(g)
+        return select(self.xp, x > 0, g, g * g.dtype.type(self.slope))
+
+    gradient = backward
 
 
 class Gelu(Function):
@@ -80,33 +99,66 @@ class Gelu(Function):
 
     def forward(self, x, approximate):
         xp = self.xp
-        self.x, self.approximate = x, approximate
+        self.approximate = approximate
         if approximate == "tanh":
-            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
-            return 0.5 * x * (1 + self.t)
-        self.cdf = 0.5 * (1 + self.backend.erf(x * (1 / math.sqrt(2))))
-        return x * self.cdf
+            t = xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x))
+            self.save_for_backward(x, t)
+            return 0.5 * x * (1 + t)
+        cdf = 0.5 * (1 + self.backend.erf(x * (1 / math.sqrt(2))))
+        self.save_for_backward(x, cdf)
+        return x * cdf
 
     def backward(self, g):
-        xp, x = self.xp, self.x
+        xp, (x, t_or_cdf) = self.xp, self.saved
         if self.approximate == "tanh":
-            t = self.t
+            t = t_or_cdf
             du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
             return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
         pdf = xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
-        return g * (self.cdf + x * pdf)
+        return g * (t_or_cdf + x * pdf)
+
+    def gradient(self, g):
+        x = self.saved_tensors[0]
+        if self.approximate == "tanh":
+            t = (_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x * x * x)).tanh()
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        cdf = 0.5 * (1 + Erf.apply(x * (1 / math.sqrt(2))))
+        pdf = (-0.5 * x * x).exp() * (1 / math.sqrt(2 * math.pi))
+        return g * (cdf + x * pdf)
+
+
+class Erf(Function):
+    """The error function; d erf(x)/dx = 2/sqrt(pi) exp(-x^2)."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return self.backend.erf(x)
+
+    def backward(self, g):
+        x, = self.saved_for(g)
+        e = (-(x * x)).exp() if isinstance(x, Tensor) else self.xp.exp(-(x * x))
+        return g * (2 / math.sqrt(math.pi)) * e
+
+    gradient = backward
 
 
 class Silu(Function):
     """y = x * sigmoid(x); dy/dx = s (1 + x (1 - s)) with s = sigmoid(x)."""
 
     def forward(self, x):
-        self.x, self.s = x, _sigmoid(self.xp, x)
-        return x * self.s
+        s = _sigmoid(self.xp, x)
+        self.save_for_backward(x, s)
+        return x * s
 
     def backward(self, g):
-        s = self.s
-        return g * (s * (1 + self.x * (1 - s)))
+        x, s = self.saved
+        return g * (s * (1 + x * (1 - s)))
+
+    def gradient(self, g):
+        x = self.saved_tensors[0]
+        s = Sigmoid.apply(x)
+        return g * (s * (1 + x * (1 - s)))
 
 
 def _float(x, op):

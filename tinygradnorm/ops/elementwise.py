@@ -1,11 +1,13 @@
 """Elementwise ops. Binary ops broadcast; ``sum_to`` takes each gradient back to its input's shape."""
-from ..autograd import Function, _device_mismatch
+from ..autograd.function import Function, _device_mismatch
 from ..dtypes import float32
 from ..tensor import Tensor
-from ._util import as_tensor, broadcast_shape, check_tensor, pair, sum_to
+from ._util import as_tensor, broadcast_shape, check_tensor, pair, select, sum_to
 
 
 # ---- binary arithmetic ------------------------------------------------------------
+# NOTE: where a backward reads ``self.saved_for(g)`` and uses only what arrays and Tensors share (operators,
+# sum_to, select), the same code is also the op's differentiable ``gradient``: ``gradient = backward``.
 class Add(Function):
     def forward(self, a, b):
         self.a_shape, self.b_shape = a.shape, b.shape
@@ -13,6 +15,8 @@ class Add(Function):
 
     def backward(self, g):
         return sum_to(g, self.a_shape), sum_to(g, self.b_shape)
+
+    gradient = backward
 
 
 class Sub(Function):
@@ -23,64 +27,80 @@ class Sub(Function):
     def backward(self, g):
         return sum_to(g, self.a_shape), sum_to(-g, self.b_shape)
 
+    gradient = backward
+
 
 class Mul(Function):
     def forward(self, a, b):
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return a * b
 
     def backward(self, g):
-        ga = sum_to(g * self.b, self.a.shape) if self.needs_input_grad[0] else None
-        gb = sum_to(g * self.a, self.b.shape) if self.needs_input_grad[1] else None
+        a, b = self.saved_for(g)
+        ga = sum_to(g * b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(g * a, b.shape) if self.needs_input_grad[1] else None
         return ga, gb
+
+    gradient = backward
 
 
 class Div(Function):
     def forward(self, a, b):
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return a / b
 
     def backward(self, g):
-        ga = sum_to(g / self.b, self.a.shape) if self.needs_input_grad[0] else None
-        gb = sum_to(-g * self.a / (self.b * self.b), self.b.shape) if self.needs_input_grad[1] else None
+        a, b = self.saved_for(g)
+        ga = sum_to(g / b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(-g * a / (b * b), b.shape) if self.needs_input_grad[1] else None
         return ga, gb
+
+    gradient = backward
 
 
 class Pow(Function):
     def forward(self, a, b):
-        self.a, self.b = a, b
-        self.out = a ** b
-        return self.out
+        out = a ** b
+        self.save_for_backward(a, b, out)
+        return out
 
     def backward(self, g):
-        xp, a, b = self.xp, self.a, self.b
+        a, b, out = self.saved_for(g)
+        log = self.xp.log if not isinstance(g, Tensor) else _log
         ga = gb = None
-        zero = g.dtype.type(0)
         if self.needs_input_grad[0]:
             # NOTE: b * a**(b-1) is 0 * inf at a = 0, b = 0; PyTorch takes it as 0, so does this.
-            ga = sum_to(xp.where(b == 0, zero, g * b * a ** (b - 1)), a.shape)
+            ga = sum_to(select(self.xp, b == 0, 0.0, g * b * a ** (b - 1)), a.shape)
         if self.needs_input_grad[1]:
             # NOTE: d(a**b)/db = a**b * log(a), defined for a > 0 only; at a = 0, b >= 0 it is 0, as in PyTorch.
-            gb = sum_to(xp.where((a == 0) & (b >= 0), zero, g * self.out * xp.log(a)), b.shape)
+            gb = sum_to(select(self.xp, (a == 0) & (b >= 0), 0.0, g * out * log(a)), b.shape)
         return ga, gb
+
+    gradient = backward
 
 
 class Maximum(Function):
     def forward(self, a, b):
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return self.xp.maximum(a, b)
 
     def backward(self, g):
-        return _pick_grads(self.xp, g, self.a, self.b, self.b > self.a, self.a > self.b)
+        a, b = self.saved_for(g)
+        return _pick_grads(self.xp, g, a, b, b > a, a > b)
+
+    gradient = backward
 
 
 class Minimum(Function):
     def forward(self, a, b):
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return self.xp.minimum(a, b)
 
     def backward(self, g):
-        return _pick_grads(self.xp, g, self.a, self.b, self.b < self.a, self.a < self.b)
+        a, b = self.saved_for(g)
+        return _pick_grads(self.xp, g, a, b, b < a, a < b)
+
+    gradient = backward
 
 
 def _pick_grads(xp, g, a, b, b_wins, a_wins):
@@ -88,24 +108,26 @@ def _pick_grads(xp, g, a, b, b_wins, a_wins):
 
     NOTE: as in PyTorch, where a comparison involves nan neither side "wins", so both get all of g.
     """
-    shared = xp.where(a == b, g * 0.5, g)
-    zero = g.dtype.type(0)
-    return sum_to(xp.where(b_wins, zero, shared), a.shape), sum_to(xp.where(a_wins, zero, shared), b.shape)
+    shared = select(xp, a == b, g * 0.5, g)
+    return sum_to(select(xp, b_wins, 0.0, shared), a.shape), sum_to(select(xp, a_wins, 0.0, shared), b.shape)
 
 
 class Where(Function):
     complex_grad = True             # a selection: the gradient is g or 0, with no conjugate to take
 
     def forward(self, a, b, condition):
-        self.condition, self.a_shape, self.b_shape = condition, a.shape, b.shape
+        self.save_for_backward(None, None, condition)
+        self.a_shape, self.b_shape = a.shape, b.shape
         return self.xp.where(condition, a, b)
 
     def backward(self, g):
-        xp = self.xp
+        xp, condition = self.xp, self.saved[2]
         zero = g.dtype.type(0)
-        ga = sum_to(xp.where(self.condition, g, zero), self.a_shape) if self.needs_input_grad[0] else None
-        gb = sum_to(xp.where(self.condition, zero, g), self.b_shape) if self.needs_input_grad[1] else None
+        ga = sum_to(select(xp, condition, g, zero), self.a_shape) if self.needs_input_grad[0] else None
+        gb = sum_to(select(xp, condition, zero, g), self.b_shape) if self.needs_input_grad[1] else None
         return ga, gb
+
+    gradient = backward
 
 
 def _binary(cls, a, b, name):
@@ -168,6 +190,9 @@ class DivRounded(Function):
         return (xp.zeros(self.a_shape, dtype=g.dtype) if self.needs_input_grad[0] else None,
                 xp.zeros(self.b_shape, dtype=g.dtype) if self.needs_input_grad[1] else None)
 
+    def gradient(self, g):
+        return tuple(None if z is None else Tensor._wrap(z, g.device, False, None) for z in self.backward(g.data))
+
 
 def div(a, b, *, rounding_mode=None):
     """True division (integer operands give float32, as in PyTorch), or rounded: rounding_mode "trunc" rounds
@@ -218,66 +243,89 @@ class Neg(Function):
     def backward(self, g):
         return -g
 
+    gradient = backward
+
 
 class Exp(Function):
     def forward(self, x):
-        self.out = self.xp.exp(x)
-        return self.out
+        out = self.xp.exp(x)
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
-        return g * self.out
+        out, = self.saved_for(g)
+        return g * out
+
+    gradient = backward
 
 
 class Log(Function):
     def forward(self, x):
-        self.x = x
+        self.save_for_backward(x)
         return self.xp.log(x)
 
     def backward(self, g):
-        return g / self.x
+        x, = self.saved_for(g)
+        return g / x
+
+    gradient = backward
 
 
 class Sqrt(Function):
     def forward(self, x):
-        self.out = self.xp.sqrt(x)
-        return self.out
+        out = self.xp.sqrt(x)
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
-        return g / (2 * self.out)
+        out, = self.saved_for(g)
+        return g / (2 * out)
+
+    gradient = backward
 
 
 class Rsqrt(Function):
     def forward(self, x):
-        self.out = 1 / self.xp.sqrt(x)
-        return self.out
+        out = 1 / self.xp.sqrt(x)
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
-        return -0.5 * g * self.out ** 3
+        out, = self.saved_for(g)
+        return -0.5 * g * out ** 3
+
+    gradient = backward
 
 
 class Abs(Function):
     def forward(self, x):
-        self.x = x
+        self.save_for_backward(x)
         return self.xp.abs(x)
 
     def backward(self, g):
         # NOTE: the sign as (x > 0) - (x < 0): 0 at nan, as PyTorch's sign is, so a nan input gets gradient 0.
-        x = self.x
+        x, = self.saved_for(g)
         return g * ((x > 0).astype(g.dtype) - (x < 0))
+
+    gradient = backward
 
 
 class Clip(Function):
     def forward(self, x, lo=None, hi=None):
-        self.x, self.lo, self.hi = x, lo, hi
+        self.save_for_backward(x)
+        self.lo, self.hi = lo, hi
         return self.xp.clip(x, lo, hi)
 
     def backward(self, g):
-        x, inside = self.x, True
+        x, = self.saved_for(g)
+        inside = True
         if self.lo is not None:
             inside = x >= self.lo
         if self.hi is not None:
             inside = inside & (x <= self.hi)
         return g * inside
+
+    gradient = backward
 
 
 def neg(x): return Neg.apply(check_tensor("neg", x))
@@ -312,16 +360,18 @@ class ClampTensors(Function):
 
     def forward(self, x, *bounds, has_lo, has_hi):
         xp = self.xp
-        self.x, self.lo, self.hi = x, bounds[0] if has_lo else None, bounds[-1] if has_hi else None
+        self.save_for_backward(x, *bounds)
+        self.has_lo, self.has_hi = has_lo, has_hi
         y = x
         if has_lo:
-            y = xp.maximum(y, self.lo)
+            y = xp.maximum(y, bounds[0])
         if has_hi:
-            y = xp.minimum(y, self.hi)
+            y = xp.minimum(y, bounds[-1])
         return y
 
     def backward(self, g):
-        x, lo, hi = self.x, self.lo, self.hi
+        saved = self.saved_for(g)
+        x, lo, hi = saved[0], saved[1] if self.has_lo else None, saved[-1] if self.has_hi else None
         inside = True
         grads = []
         if lo is not None:
@@ -335,10 +385,16 @@ class ClampTensors(Function):
             grads.append(sum_to(g * ((x > hi) | (hi < lo) if lo is not None else x > hi), hi.shape))
         return tuple(grads)
 
+    gradient = backward
+
 
 def _float(x, op):
     check_tensor(op, x)
     return x if x.dtype.kind == "f" else x.float()
+
+
+def _log(x):
+    return Log.apply(x)
 
 
 # ---- comparisons (no gradient) ----------------------------------------------------

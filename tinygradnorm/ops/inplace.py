@@ -11,7 +11,8 @@ PyTorch's three rules keep gradients honest:
   result is written back into the tensor, which takes that op as its new grad_fn. A view cannot
   be rebased that way, because its base would not know, so that case is refused with a clear error.
 """
-from ..autograd import Function, is_grad_enabled, is_inference_mode_enabled, no_grad
+from ..autograd.function import Function
+from ..autograd.grad_mode import is_grad_enabled, is_inference_mode_enabled, no_grad
 from ..backend import transfer
 from ..tensor import Tensor
 from ._util import as_tensor, broadcast_shape, sum_to
@@ -72,9 +73,10 @@ def _differentiable(t, op, operands=()):
 def _rebase(t, op, out_of_place):
     """Differentiable in-place: out_of_place(old) on a copy that carries t's old graph; t takes the result."""
     old = Tensor._wrap(t.data.copy(), t.device, t.requires_grad, t._ctx)
+    old._oi = t._oi
     new = out_of_place(old)
     t.data[...] = new.data
-    t._ctx, t.requires_grad = new._ctx, new.requires_grad
+    t._ctx, t._oi, t.requires_grad = new._ctx, new._oi, new.requires_grad
     _bump(t, op)
     return t
 
@@ -165,6 +167,8 @@ class Fill(Function):
     def backward(self, g):
         return (None, g.sum()) if len(self.needs_input_grad) == 2 else None
 
+    gradient = backward
+
 
 def fill_(t, value, op="fill_"):
     if isinstance(value, Tensor):
@@ -192,6 +196,8 @@ class Copy(Function):
 
     def backward(self, g):
         return None, sum_to(g, self.src_shape)
+
+    gradient = backward
 
 
 def copy_(t, src, op="copy_"):

@@ -1,8 +1,10 @@
 """The losses with hand-derived backward passes: negative log-likelihood (under cross_entropy), mean squared error,
 mean absolute error, and binary cross-entropy on logits."""
-from ..autograd import Function
+from ..autograd.function import Function
+from ..tensor import Tensor
 from ._util import sum_to
 from .activation import _sigmoid
+from .scatter import ScatterAdd
 
 
 class NLLLoss(Function):
@@ -15,24 +17,28 @@ class NLLLoss(Function):
         w = (weight[t[:, 0]] if weight is not None else xp.ones(t[:, 0].shape, dtype=logp.dtype)) * keep
         picked = xp.take_along_axis(logp, t, axis=1)[:, 0]
         losses = -w * picked
-        self.t, self.w, self.shape, self.reduction = t, w, logp.shape, reduction
+        self.shape, self.reduction = logp.shape, reduction
+        total = w.sum()
+        # NOTE: when every target is ignored the mean is 0/0 = nan, but each weight is 0 and so is the
+        # gradient, as in PyTorch; dividing the weights by 1 then keeps it 0 rather than nan.
+        factor = -w / xp.where(total == 0, 1, total) if reduction == "mean" else -w
+        self.save_for_backward(t, factor)
         if reduction == "none":
             return losses
         if reduction == "sum":
             return losses.sum()
-        self.total = w.sum()
-        return losses.sum() / self.total
+        return losses.sum() / total
 
     def backward(self, g):
         xp = self.xp
-        scale = -self.w * g
-        if self.reduction == "mean":
-            # NOTE: when every target is ignored the loss is 0/0 = nan, but each weight is 0 and so is the
-            # gradient, as in PyTorch; dividing by 1 then keeps it 0 rather than nan.
-            scale = scale / self.xp.where(self.total == 0, 1, self.total)
-        gx = xp.zeros(self.shape, dtype=self.w.dtype)
-        xp.put_along_axis(gx, self.t, scale[:, None].astype(gx.dtype), axis=1)
+        t, factor = self.saved
+        gx = xp.zeros(self.shape, dtype=factor.dtype)
+        xp.put_along_axis(gx, t, (factor * g)[:, None].astype(gx.dtype), axis=1)
         return gx
+
+    def gradient(self, g):
+        t, factor = self.saved_tensors
+        return ScatterAdd.apply((factor * g).unsqueeze(1), index=t.data, axis=1, shape=self.shape)
 
 
 def _reduce(xp, losses, reduction):
@@ -55,29 +61,37 @@ class MSELoss(Function):
     """loss = (x - t)^2; gx = 2 (x - t) g, gt = -gx (divided by the count for reduction='mean')."""
 
     def forward(self, x, t, reduction):
-        self.d, self.reduction = x - t, reduction
-        self.x_shape, self.t_shape = x.shape, t.shape
-        return _reduce(self.xp, self.d * self.d, reduction)
+        self.save_for_backward(x, t)
+        d = x - t
+        self.reduction, self.x_shape, self.t_shape = reduction, x.shape, t.shape
+        return _reduce(self.xp, d * d, reduction)
 
     def backward(self, g):
-        gd = 2 * self.d * _scale(g, self.d.shape, self.reduction)
+        x, t = self.saved_for(g)
+        d = x - t
+        gd = 2 * d * _scale(g, d.shape, self.reduction)
         return (sum_to(gd, self.x_shape) if self.needs_input_grad[0] else None,
                 sum_to(-gd, self.t_shape) if self.needs_input_grad[1] else None)
+
+    gradient = backward
 
 
 class L1Loss(Function):
     """loss = |x - t|; gx = sign(x - t) g (0 where x == t), gt = -gx."""
 
     def forward(self, x, t, reduction):
-        self.d, self.reduction = x - t, reduction
-        self.x_shape, self.t_shape = x.shape, t.shape
-        return _reduce(self.xp, self.xp.abs(self.d), reduction)
+        self.save_for_backward(x, t)
+        self.reduction, self.x_shape, self.t_shape = reduction, x.shape, t.shape
+        return _reduce(self.xp, self.xp.abs(x - t), reduction)
 
     def backward(self, g):
-        d = self.d
+        x, t = self.saved_for(g)
+        d = x - t
         gd = ((d > 0).astype(d.dtype) - (d < 0)) * _scale(g, d.shape, self.reduction)
         return (sum_to(gd, self.x_shape) if self.needs_input_grad[0] else None,
                 sum_to(-gd, self.t_shape) if self.needs_input_grad[1] else None)
+
+    gradient = backward
 
 
 class BCEWithLogits(Function):
@@ -95,24 +109,38 @@ class BCEWithLogits(Function):
         sp = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)             # softplus(-x)
         big_l = 1 + (p - 1) * t if p is not None else 1
         per = (1 - t) * x + big_l * sp
-        self.x, self.t, self.w, self.p, self.sp, self.big_l = x, t, w, p, sp, big_l
+        self.save_for_backward(x, t, *extra)
+        self.has_weight, self.has_pos_weight = has_weight, has_pos_weight
         losses = per * w if w is not None else per
-        self.per, self.shape, self.reduction = per, losses.shape, reduction
+        self.shape, self.reduction = losses.shape, reduction
         return _reduce(xp, losses, reduction)
 
     def backward(self, g):
-        xp, x, t, w, p = self.xp, self.x, self.t, self.w, self.p
+        graph = isinstance(g, Tensor)
+        saved = self.saved_for(g)
+        x, t = saved[:2]
+        w = saved[2] if self.has_weight else None
+        p = saved[-1] if self.has_pos_weight else None
         gs = _scale(g, self.shape, self.reduction)
         ww = gs * w if w is not None else gs
-        grads = []
         needs = self.needs_input_grad
+        big_l = 1 + (p - 1) * t if p is not None else 1
+        grads = [None, None]
         if needs[0]:
-            s = _sigmoid(xp, x)
-            grads.append(sum_to(ww * (self.big_l * s - (p * t if p is not None else t)), x.shape))
-        else:
-            grads.append(None)
+            s = x.sigmoid() if graph else _sigmoid(self.xp, x)
+            grads[0] = sum_to(ww * (big_l * s - (p * t if p is not None else t)), x.shape)
         if needs[1]:
-            grads.append(sum_to(ww * (-x + ((p - 1) * self.sp if p is not None else 0)), t.shape))
-        else:
-            grads.append(None)
+            if p is not None:
+                sp = softplus_neg(x) if graph else self.xp.log1p(self.xp.exp(-self.xp.abs(x))) + self.xp.maximum(-x, 0)
+                grads[1] = sum_to(ww * (-x + (p - 1) * sp), t.shape)
+            else:
+                grads[1] = sum_to(ww * -x, t.shape)
         return tuple(grads) + (None,) * (len(needs) - 2)
+
+    gradient = backward
+
+
+def softplus_neg(x):
+    """softplus(-x) = log(1 + exp(-|x|)) + max(-x, 0) of a Tensor, in differentiable ops."""
+    from .elementwise import maximum
+    return (1 + (-x.abs()).exp()).log() + maximum(-x, x * 0)

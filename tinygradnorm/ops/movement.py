@@ -1,11 +1,13 @@
 """Movement ops: they change how values are laid out, never the values themselves."""
 import functools
 
-from ..autograd import Function, is_grad_enabled, is_inference_mode_enabled
+from ..autograd.function import Function
+from ..autograd.grad_mode import is_grad_enabled, is_inference_mode_enabled
 from ..dtypes import promote_types
 from ..backend import transfer
 from ..tensor import Tensor
 from ._util import check_tensor, dim_index, sum_to
+from .scatter import IndexPut, index_put_array, take
 
 
 class Reshape(Function):
@@ -18,6 +20,8 @@ class Reshape(Function):
     def backward(self, g):
         return g.reshape(self.in_shape)
 
+    gradient = backward
+
 
 class Permute(Function):
     is_view = True
@@ -28,6 +32,9 @@ class Permute(Function):
 
     def backward(self, g):
         return g.transpose(self.inverse)
+
+    def gradient(self, g):
+        return Permute.apply(g, dims=self.inverse)
 
 
 class Expand(Function):
@@ -40,6 +47,8 @@ class Expand(Function):
     def backward(self, g):
         return sum_to(g, self.in_shape)
 
+    gradient = backward
+
 
 class Pad(Function):
     def forward(self, x, widths, value):
@@ -48,6 +57,8 @@ class Pad(Function):
 
     def backward(self, g):
         return g[self.slices]
+
+    gradient = backward
 
 
 class Cat(Function):
@@ -65,16 +76,20 @@ class Cat(Function):
         index = [slice(None)] * g.ndim
         for n in self.sizes:
             if n is None:
-                grads.append(self.xp.zeros((0,), dtype=g.dtype))
+                empty = self.xp.zeros((0,), dtype=g.dtype)
+                grads.append(Tensor._wrap(empty, g.device, False, None) if isinstance(g, Tensor) else empty)
                 continue
             index[self.dim] = slice(start, start + n)
             grads.append(g[tuple(index)])
             start += n
         return tuple(grads)
 
+    gradient = backward
+
 
 class GetItem(Function):
-    """x[key], where key is (select, rest) from ``index_key``; basic indexing gives a view."""
+    """x[key], where key is (select, rest) from ``index_key``; basic indexing gives a view. The gradient puts g
+    back where x[key] read it (IndexPut, its adjoint)."""
 
     is_view = True
 
@@ -83,15 +98,10 @@ class GetItem(Function):
         return take(x, key)
 
     def backward(self, g):
-        gx = self.xp.zeros(self.in_shape, dtype=g.dtype)
-        select, rest = self.key
-        target = gx[select] if select is not None else gx
-        if self.advanced:
-            # NOTE: integer-array indices may repeat; scatter-add accumulates each repeat.
-            self.backend.scatter_add(target, rest, g)
-        else:
-            target[rest] = g
-        return gx
+        return index_put_array(self.xp, self.backend, g, self.key, self.advanced, self.in_shape)
+
+    def gradient(self, g):
+        return IndexPut.apply(g, key=self.key, advanced=self.advanced, shape=self.in_shape)
 
 
 class SetItem(Function):
@@ -114,11 +124,17 @@ class SetItem(Function):
             gv = sum_to(gv, self.value_shape[extra:]).reshape(self.value_shape)
         return gx, gv
 
-
-def take(a, key):
-    """a[key] for a key from ``index_key``."""
-    select, rest = key
-    return (a[select] if select is not None else a)[rest]
+    def gradient(self, g):
+        gx = gv = None
+        if self.needs_input_grad[0]:
+            zero = Tensor._wrap(self.xp.zeros((), dtype=g.dtype), g.device, False, None)
+            gx = SetItem.apply(g, zero, key=self.key)
+        if self.needs_input_grad[1]:
+            advanced = any(getattr(p, "ndim", 0) > 0 for p in self.key[1])
+            gv = GetItem.apply(g, key=self.key, advanced=advanced)
+            extra = len(self.value_shape) - gv.ndim
+            gv = sum_to(gv, self.value_shape[extra:]).reshape(self.value_shape)
+        return gx, gv
 
 
 def put(a, key, value):
@@ -142,15 +158,19 @@ class To(Function):
             data = data.copy()
         out = Tensor._wrap(data, device, False, None)
         if x.requires_grad and data.dtype.kind in "fc" and is_grad_enabled() and not is_inference_mode_enabled():
-            fn = cls()
-            fn.backend, fn.xp, fn.needs_input_grad = x.device.backend, x.device.backend.xp, (True,)
+            fn = cls._node(x.device, (True,))
             fn.src_device, fn.src_dtype, fn.out_device = x.device, x.dtype, device
-            fn.link((x,), out)
+            fn.link((x,), (out,))
         return out
 
     def backward(self, g):
         g = transfer(g, self.out_device, self.src_device)
         return (g.real if g.dtype.kind == "c" and self.src_dtype.kind != "c" else g).astype(self.src_dtype, copy=False)
+
+    def gradient(self, g):
+        if g.dtype.kind == "c" and self.src_dtype.kind != "c":
+            raise NotImplementedError("To: a complex gradient of a real tensor cannot be differentiated again")
+        return To.apply(g, self.src_device, self.src_dtype)
 
 
 # ---- public functions -------------------------------------------------------------
@@ -280,6 +300,17 @@ class PadIndex(Function):
             gx = xp.zeros((self.in_shape[d],) + moved.shape[1:], dtype=g.dtype)
             self.backend.scatter_add(gx, idx, moved)            # repeats (edge rows) accumulate
             g = xp.moveaxis(gx, 0, d)
+        return g
+
+    def gradient(self, g):
+        # NOTE: taking idx along dim d is x[:, ..., idx] (one integer-array index keeps the dim's place), so
+        # each step back is IndexPut, dim by dim.
+        for d in reversed(range(len(self.index))):
+            idx = self.index[d]
+            if idx is None:
+                continue
+            shape = tuple(g.shape[:d]) + (self.in_shape[d],) + tuple(g.shape[d + 1:])
+            g = IndexPut.apply(g, key=(None, (slice(None),) * d + (idx,)), advanced=True, shape=shape)
         return g
 
 

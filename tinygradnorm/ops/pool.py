@@ -3,8 +3,9 @@
 Windows follow PyTorch's geometry: output size ``(size + 2p - d(k - 1) - 1) / s + 1``, rounded down,
 or up with ceil_mode (then the last window must start inside the input or the left padding).
 """
-from ..autograd import Function
+from ..autograd.function import Function
 from ._util import compiled_kernels
+from .scatter import Gather, ScatterAdd
 
 
 def out_size(size, k, s, p, d=1, ceil_mode=False):
@@ -64,50 +65,100 @@ def _extra(hw, kernel, stride, padding, dilation, out_hw):
 class AvgPool2d(Function):
     """y = the sum over each window (the part inside x) divided by its divisor (avg_divisors).
 
-    backward: each window's gradient, divided by the same divisor, goes to each element it covered.
+    backward: each window's gradient, divided by the same divisor, goes to each element it covered
+    (AvgPool2dBackward, linear in g, whose own gradient is this pooling again).
     Integer input gives integer output, the sum divided with truncation toward zero, as in PyTorch.
     """
 
     def forward(self, x, kernel, stride, padding, out_hw, div):
         xp = self.xp
         self.x_shape, self.geom = x.shape, (kernel, stride, padding, out_hw)
-        self.inv = xp.where(div != 0, 1 / xp.where(div != 0, div, 1), 0)
-        self.kernels = compiled_kernels(self.backend, x)
-        if self.kernels is not None:
-            return self.kernels.avg_pool2d_forward(xp.ascontiguousarray(x), kernel, stride, padding, self.inv)
-        extra = _extra(x.shape[2:], kernel, stride, padding, (1, 1), out_hw)
-        xpad = _padded(xp, x, padding, extra, 0)
-        total = window(xpad, 0, 0, stride, (1, 1), out_hw).astype(x.dtype if x.dtype.kind == "f" else xp.int64)
-        for i in range(kernel[0]):
-            for j in range(kernel[1]):
-                if i or j:
-                    total += window(xpad, i, j, stride, (1, 1), out_hw)
+        inv = xp.where(div != 0, 1 / xp.where(div != 0, div, 1), 0)
+        self.save_for_backward(inv, div)
         if x.dtype.kind != "f":
-            d = div.astype(xp.int64)
-            q = xp.abs(total) // xp.abs(xp.where(d != 0, d, 1))
-            return xp.where(d != 0, xp.sign(total) * xp.sign(d) * q, 0).astype(x.dtype)
-        return total * self.inv.astype(x.dtype)
+            return _avg_pool_integers(xp, x, self.geom, div)
+        return avg_pool_array(self.backend, x, self.geom, inv)
 
     def backward(self, gy):
+        return avg_pool_backward_array(self.backend, gy, self.x_shape, self.geom, self.saved[0])
+
+    def gradient(self, gy):
+        return AvgPool2dBackward.apply(gy, x_shape=self.x_shape, geom=self.geom, div=self.saved[1])
+
+
+class AvgPool2dBackward(Function):
+    """AvgPool2d's input gradient as an op of its own: each window's g over its divisor, spread over the window.
+    Linear in g, with the pooling itself as its gradient."""
+
+    def forward(self, gy, x_shape, geom, div):
         xp = self.xp
+        self.geom = geom
+        inv = xp.where(div != 0, 1 / xp.where(div != 0, div, 1), 0)
+        self.save_for_backward(inv, div)
+        return avg_pool_backward_array(self.backend, gy, x_shape, geom, inv)
+
+    def backward(self, u):
+        return avg_pool_array(self.backend, u, self.geom, self.saved[0])
+
+    def gradient(self, u):
         kernel, stride, padding, out_hw = self.geom
-        n, c, h, w = self.x_shape
-        if self.kernels is not None:
-            return self.kernels.avg_pool2d_backward(xp.ascontiguousarray(gy), self.x_shape, kernel, stride, padding,
-                                                    self.inv)
-        g = gy * self.inv.astype(gy.dtype)
-        (ph, pw), extra = padding, _extra((h, w), kernel, stride, padding, (1, 1), out_hw)
-        gxp = xp.zeros((n, c, h + 2 * ph + extra[0], w + 2 * pw + extra[1]), dtype=gy.dtype)
-        for i in range(kernel[0]):
-            for j in range(kernel[1]):
-                window(gxp, i, j, stride, (1, 1), out_hw)[...] += g
-        return gxp[:, :, ph: ph + h, pw: pw + w]
+        return AvgPool2d.apply(u, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw, div=self.saved[1])
+
+
+def avg_pool_array(backend, x, geom, inv):
+    """The windows' sums times inv (one divisor's inverse per window) of a floating-point x, on arrays."""
+    xp = backend.xp
+    kernel, stride, padding, out_hw = geom
+    kernels = compiled_kernels(backend, x)
+    if kernels is not None:
+        return kernels.avg_pool2d_forward(xp.ascontiguousarray(x), kernel, stride, padding, inv)
+    extra = _extra(x.shape[2:], kernel, stride, padding, (1, 1), out_hw)
+    xpad = _padded(xp, x, padding, extra, 0)
+    total = window(xpad, 0, 0, stride, (1, 1), out_hw).astype(x.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                total += window(xpad, i, j, stride, (1, 1), out_hw)
+    return total * inv.astype(x.dtype)
+
+
+def _avg_pool_integers(xp, x, geom, div):
+    """Average pooling of integers: the sums divided with truncation toward zero, as in PyTorch."""
+    kernel, stride, padding, out_hw = geom
+    extra = _extra(x.shape[2:], kernel, stride, padding, (1, 1), out_hw)
+    xpad = _padded(xp, x, padding, extra, 0)
+    total = window(xpad, 0, 0, stride, (1, 1), out_hw).astype(xp.int64)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                total += window(xpad, i, j, stride, (1, 1), out_hw)
+    d = div.astype(xp.int64)
+    q = xp.abs(total) // xp.abs(xp.where(d != 0, d, 1))
+    return xp.where(d != 0, xp.sign(total) * xp.sign(d) * q, 0).astype(x.dtype)
+
+
+def avg_pool_backward_array(backend, gy, x_shape, geom, inv):
+    """The input gradient of avg_pool_array for the output gradient gy, on arrays."""
+    xp = backend.xp
+    kernel, stride, padding, out_hw = geom
+    n, c, h, w = x_shape
+    kernels = compiled_kernels(backend, gy)
+    if kernels is not None:
+        return kernels.avg_pool2d_backward(xp.ascontiguousarray(gy), x_shape, kernel, stride, padding, inv)
+    g = gy * inv.astype(gy.dtype)
+    (ph, pw), extra = padding, _extra((h, w), kernel, stride, padding, (1, 1), out_hw)
+    gxp = xp.zeros((n, c, h + 2 * ph + extra[0], w + 2 * pw + extra[1]), dtype=gy.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            window(gxp, i, j, stride, (1, 1), out_hw)[...] += g
+    return gxp[:, :, ph: ph + h, pw: pw + w]
 
 
 class MaxPool2d(Function):
     """y = the max over each window (padding never wins); the gradient goes to the element that was picked (the
     first of equal ones, in row-major window order). ``indices`` holds where each max was, as a flat index into
-    its (H, W) plane, as PyTorch's return_indices gives it."""
+    its (H, W) plane, as PyTorch's return_indices gives it. The gradient adds g at those indices (ScatterAdd over
+    each plane), whose own gradient reads them back (Gather): max pooling's backward and unpooling are adjoint."""
 
     def forward(self, x, kernel, stride, padding, dilation, out_hw, found):
         xp = self.xp
@@ -122,12 +173,19 @@ class MaxPool2d(Function):
         b = xp.arange(out_hw[1])[None, :]
         rows = a * stride[0] - ph + (pick // kw) * dilation[0]
         cols = b * stride[1] - pw + (pick % kw) * dilation[1]
-        self.indices = found["indices"] = (rows * w + cols).astype(xp.int64)
+        indices = found["indices"] = (rows * w + cols).astype(xp.int64)
+        self.save_for_backward(indices)
         self.x_shape = x.shape
         return y
 
     def backward(self, gy):
-        return _scatter_to_planes(self.xp, self.backend, gy, self.indices, self.x_shape)
+        return _scatter_to_planes(self.xp, self.backend, gy, self.saved[0], self.x_shape)
+
+    def gradient(self, gy):
+        n, c, h, w = self.x_shape
+        indices = self.saved[0]
+        planes = ScatterAdd.apply(gy.reshape(n * c, -1), index=indices.reshape(n * c, -1), axis=1, shape=(n * c, h * w))
+        return planes.reshape(self.x_shape)
 
 
 def _scatter_to_planes(xp, backend, values, indices, shape):
@@ -141,20 +199,26 @@ def _scatter_to_planes(xp, backend, values, indices, shape):
 
 class MaxUnpool2d(Function):
     """The inverse of max_pool2d: each value goes back to where its max came from (flat plane indices), zeros
-    elsewhere; backward reads the gradient back from those places."""
+    elsewhere; backward reads the gradient back from those places (Gather)."""
 
     def forward(self, x, indices, out_shape):
         xp = self.xp
         n, c = x.shape[:2]
-        self.indices, self.in_shape = indices.reshape(n * c, -1), x.shape
+        flat = indices.reshape(n * c, -1)
+        self.save_for_backward(flat)
+        self.in_shape = x.shape
         y = xp.zeros((n * c, out_shape[2] * out_shape[3]), dtype=x.dtype)
-        xp.put_along_axis(y, self.indices, x.reshape(n * c, -1), axis=1)
+        xp.put_along_axis(y, flat, x.reshape(n * c, -1), axis=1)
         return y.reshape(out_shape)
 
     def backward(self, gy):
         n, c = self.in_shape[:2]
         g = gy.reshape(n * c, -1)
-        return self.xp.take_along_axis(g, self.indices, axis=1).reshape(self.in_shape)
+        return self.xp.take_along_axis(g, self.saved[0], axis=1).reshape(self.in_shape)
+
+    def gradient(self, gy):
+        n, c = self.in_shape[:2]
+        return Gather.apply(gy.reshape(n * c, -1), index=self.saved[0], axis=1).reshape(self.in_shape)
 
 
 def adaptive_bins(size, out):
@@ -168,12 +232,17 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x, out_hw):
         xp = self.xp
-        self.a_h, self.a_w = (_averaging(xp, n, o, x.dtype) for n, o in zip(x.shape[2:], out_hw))
-        return xp.matmul(xp.matmul(self.a_h, x), self.a_w.T)
+        a_h, a_w = (_averaging(xp, n, o, x.dtype) for n, o in zip(x.shape[2:], out_hw))
+        self.save_for_backward(a_h, a_w)
+        return xp.matmul(xp.matmul(a_h, x), a_w.T)
 
     def backward(self, gy):
-        xp = self.xp
-        return xp.matmul(xp.matmul(self.a_h.T, gy), self.a_w)
+        xp, (a_h, a_w) = self.xp, self.saved
+        return xp.matmul(xp.matmul(a_h.T, gy), a_w)
+
+    def gradient(self, gy):
+        a_h, a_w = self.saved_tensors
+        return a_h.t() @ gy @ a_w
 
 
 def _averaging(xp, size, out, dtype):

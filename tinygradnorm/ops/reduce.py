@@ -2,9 +2,10 @@
 import warnings
 from collections import namedtuple
 
-from ..autograd import Function
+from ..autograd.function import Function
 from ..tensor import Tensor
 from ._util import check_tensor, dim_index, reduce_dims
+from .scatter import ScatterAdd, scatter_add_array
 
 
 def _kept_shape(shape, axes):
@@ -19,6 +20,9 @@ class Sum(Function):
     def backward(self, g):
         return self.xp.broadcast_to(g.reshape(self.kept), self.in_shape)
 
+    def gradient(self, g):
+        return g.reshape(self.kept).expand(self.in_shape)
+
 
 class Mean(Function):
     def forward(self, x, axes, keepdim):
@@ -30,26 +34,36 @@ class Mean(Function):
     def backward(self, g):
         return self.xp.broadcast_to(g.reshape(self.kept) / (self.m or 1), self.in_shape)
 
+    def gradient(self, g):
+        return (g.reshape(self.kept) / (self.m or 1)).expand(self.in_shape)
+
 
 class Var(Function):
-    """Σ(x - mean)^2 / max(0, m - correction); with no degrees of freedom left that is nan or inf, as in PyTorch."""
+    """Σ(x - mean)^2 / max(0, m - correction); with no degrees of freedom left that is nan or inf, as in PyTorch.
+
+    The gradient is 2 (x - mean) / max(0, m - correction) per unit of g: with no degrees of freedom, an infinity
+    with the sign of x - mean (nan where x equals the mean), as the formula gives.
+    """
 
     def forward(self, x, axes, keepdim, correction):
-        self.kept = _kept_shape(x.shape, axes)
-        self.d = x - x.mean(axis=axes, keepdims=True)
+        self.save_for_backward(x)
+        self.axes, self.kept = axes, _kept_shape(x.shape, axes)
+        d = x - x.mean(axis=axes, keepdims=True)
         dof = _count(x.shape, axes) - correction
-        self.dof = x.dtype.type(dof if dof > 0 else 0)
-        return (self.d * self.d).sum(axis=axes, keepdims=keepdim) / self.dof
+        self.dof = dof if dof > 0 else 0
+        return (d * d).sum(axis=axes, keepdims=keepdim) / x.dtype.type(self.dof)
 
     def backward(self, g):
+        x, = self.saved_for(g)
+        d = x - x.mean(self.axes, keepdim=True) if isinstance(x, Tensor) else x - x.mean(axis=self.axes, keepdims=True)
         if self.dof > 0:
-            return g.reshape(self.kept) * (2 / self.dof) * self.d
-        # NOTE: no degrees of freedom left: the output is inf (or nan), and so is the gradient: +inf, or nan
-        # where x equals the mean, as PyTorch returns for a full reduction. (PyTorch's reduction over a dim
-        # returns 2 / (m - correction) * (x - mean) there, a finite value of the wrong sign for an infinite
-        # output; that is a bug, and this follows its full-reduction convention for every dim.)
-        xp = self.xp
-        return g.reshape(self.kept) * xp.where(self.d == 0, xp.nan, xp.inf).astype(self.d.dtype)
+            return g.reshape(self.kept) * (2 / self.dof) * d
+        # NOTE: no degrees of freedom left: 2 (x - mean) / 0, an infinity of the sign of x - mean (nan where
+        # x is the mean). PyTorch gives that over a dim with dof = 0, but +inf everywhere for a full reduction
+        # and a finite value of the wrong sign over a dim with dof < 0; the formula decides here.
+        return g.reshape(self.kept) * (d * float("inf"))
+
+    gradient = backward
 
 
 class Amax(Function):
@@ -57,14 +71,17 @@ class Amax(Function):
 
     def forward(self, x, axes, keepdim, use_min=False):
         out = x.min(axis=axes, keepdims=True) if use_min else x.max(axis=axes, keepdims=True)
-        self.mask = x == out
+        mask = x == out
+        share = mask / mask.sum(axis=tuple(i for i, n in enumerate(out.shape) if n == 1), keepdims=True)
+        self.save_for_backward(share.astype(x.dtype) if x.dtype.kind == "f" else share)
         self.kept = out.shape
         return out if keepdim else out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in axes))
 
     def backward(self, g):
-        mask = self.mask
-        return g.reshape(self.kept) * mask / mask.sum(axis=tuple(i for i, n in enumerate(self.kept) if n == 1),
-                                                        keepdims=True)
+        share = self.saved_for(g)[0]
+        return g.reshape(self.kept) * share
+
+    gradient = backward
 
 
 class MaxDim(Function):
@@ -73,53 +90,78 @@ class MaxDim(Function):
     def forward(self, x, dim, keepdim, use_min=False):
         xp = self.xp
         if x.ndim == 0:                    # a 0-d tensor is its own max along "dim 0"
-            self.idx = None
+            self.dim = None
             return x.copy()
         idx = xp.expand_dims((x.argmin if use_min else x.argmax)(axis=dim), dim)
-        self.idx, self.dim, self.in_shape = idx, dim, x.shape
+        self.save_for_backward(idx)
+        self.dim, self.in_shape = dim, x.shape
         out = xp.take_along_axis(x, idx, axis=dim)
         return out if keepdim else out.squeeze(dim)
 
     def backward(self, g):
-        if self.idx is None:
+        if self.dim is None:
             return g
-        gx = self.xp.zeros(self.in_shape, dtype=g.dtype)
-        self.xp.put_along_axis(gx, self.idx, g.reshape(self.idx.shape), axis=self.dim)
-        return gx
+        idx = self.saved[0]
+        return scatter_add_array(self.xp, self.backend, g.reshape(idx.shape), idx, self.dim, self.in_shape)
+
+    def gradient(self, g):
+        if self.dim is None:
+            return g
+        idx = self.saved[0]
+        return ScatterAdd.apply(g.reshape(idx.shape), index=idx, axis=self.dim, shape=self.in_shape)
 
 
 class LogSumExp(Function):
     """log Σ exp(x) over dims (a tuple), computed as max + log Σ exp(x - max)."""
 
     def forward(self, x, dims, keepdim):
-        self.x, self.kept = x, _kept_shape(x.shape, dims)
-        self.out = _logsumexp(self.xp, x, dims)
-        return self.out if keepdim else self.out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
+        self.kept = _kept_shape(x.shape, dims)
+        out = _logsumexp(self.xp, x, dims)
+        out = out if keepdim else out.reshape(tuple(n for i, n in enumerate(x.shape) if i not in dims))
+        self.save_for_backward(x, out)
+        return out
 
     def backward(self, g):
-        return g.reshape(self.kept) * self.xp.exp(self.x - self.out)
+        x, out = self.saved
+        return g.reshape(self.kept) * self.xp.exp(x - out.reshape(self.kept))
+
+    def gradient(self, g):
+        x, out = self.saved_tensors
+        return g.reshape(self.kept) * (x - out.reshape(self.kept)).exp()
 
 
 class LogSoftmax(Function):
     def forward(self, x, dim):
         self.dim = dim
-        self.out = x - _logsumexp(self.xp, x, dim)
-        return self.out
+        out = x - _logsumexp(self.xp, x, dim)
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
-        return g - self.xp.exp(self.out) * g.sum(axis=self.dim, keepdims=True)
+        out = self.saved[0]
+        return g - self.xp.exp(out) * g.sum(axis=self.dim, keepdims=True)
+
+    def gradient(self, g):
+        out = self.saved_tensors[0]
+        return g - out.exp() * g.sum(self.dim, keepdim=True)
 
 
 class Softmax(Function):
     def forward(self, x, dim):
         xp = self.xp
         e = xp.exp(x - _finite_max(xp, x, dim))
-        self.dim, self.out = dim, e / e.sum(axis=dim, keepdims=True)
-        return self.out
+        out = e / e.sum(axis=dim, keepdims=True)
+        self.dim = dim
+        self.save_for_backward(out)
+        return out
 
     def backward(self, g):
-        out = self.out
+        out = self.saved_for(g)[0]
+        if isinstance(g, Tensor):
+            return out * (g - (g * out).sum(self.dim, keepdim=True))
         return out * (g - (g * out).sum(axis=self.dim, keepdims=True))
+
+    gradient = backward
 
 
 def _finite_max(xp, x, dims):

@@ -46,6 +46,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..norm import ArrayNorm
 from ._jit import pjit
 
 _COLUMNS = 64            # columns per block in the columns layout: the block's sums stay in L1
@@ -576,7 +577,6 @@ class _Layout:
 
     def __init__(self, kind, view, shape, axes, groups=1, span=None):
         self.kind = kind                    # "channels", "columns", "rows" or "groups"
-        self.forward = f"_{kind}_forward"   # the forward kernel's name (looked up at each call, so tests may swap it)
         self.view = view                    # the shape x is viewed as
         self.groups = groups                # G: rows and groups only
         self.span = span                    # rows and groups: the axes [first, last) the parameters vary on
@@ -621,44 +621,50 @@ def _layout(shape, axes, params):
     return _Layout("groups", (n_stats, k, rest), shape, axes, n_groups, (first, last))
 
 
-class NormKernels:
-    """The normalization kernels' entry points, as methods of CpuKernels. Arrays in and out are NumPy
-    arrays; x is float32 or float64, any layout (it is made contiguous)."""
+class NormKernels(ArrayNorm):
+    """The normalization kernels behind ``backend.norm``'s interface (backend/norm.py), as methods of CpuKernels.
+    Each method runs a kernel where one fits the input's layout, and the reference array code where none does.
+    Arrays in and out are NumPy arrays; x is float32 or float64, any layout (it is made contiguous)."""
 
     def _start_norm(self):
+        ArrayNorm.__init__(self, np)
         self._layouts = {}                  # (shape, axes, parameter shapes) -> _Layout, or False for none
         self._constants = {}                # (value, size, dtype) -> a read-only array: absent weights and biases
 
-    def standardize_forward(self, x, weight, bias, axes, eps, param_shape=None):
-        """y = (x - mean) * inv_std * weight + bias over ``axes``. weight and bias (or None) broadcast against x; or,
-        given ``param_shape``, they are flat and that is the shape that broadcasts them.
-
-        Returns None when no kernel fits the layout, else (y, mean, var, inv_std, saved): the statistics
-        float64 and shaped to broadcast against x, ``saved`` what standardize_backward needs."""
-        shapes = [None if t is None else (t.shape if param_shape is None else param_shape) for t in (weight, bias)]
+    def standardize_forward(self, x, weight, bias, axes, eps, param_shape):
+        """(y, mean, var, inv_std) as ArrayNorm.standardize_forward gives them, by a kernel."""
+        shapes = [None if t is None else param_shape for t in (weight, bias)]
         layout = self._layout_of(x.shape, axes, *shapes)
         if layout is None:
-            return None
+            return super().standardize_forward(x, weight, bias, axes, eps, param_shape)
         threads = self.thread_count()
         xv = (x if x.flags.c_contiguous else np.ascontiguousarray(x)).reshape(layout.view)
         w = self._param(weight, shapes[0], x, layout, 1.0)
+        b = self._param(bias, shapes[1], x, layout, 0.0)
         y = self.empty(layout.view, x.dtype)
         mean, var, inv_std = np.empty(layout.n_stats), np.empty(layout.n_stats), np.empty(layout.n_stats)
-        args = (xv, w, self._param(bias, shapes[1], x, layout, 0.0), float(eps), y, mean, var, inv_std)
-        if layout.kind in ("rows", "groups"):
-            args += (min(threads, layout.n_stats),)            # blocks of statistics: one per thread
-        if layout.kind == "rows":
-            args += (x.nbytes <= _AHEAD_BYTES,)
-        globals()[layout.forward](*args)
+        args = (xv, w, b, float(eps), y, mean, var, inv_std)
+        if layout.kind == "channels":
+            _channels_forward(*args)
+        elif layout.kind == "columns":
+            _columns_forward(*args)
+        elif layout.kind == "rows":             # blocks of statistics: one per thread; pass 1 ahead when small
+            _rows_forward(*args, min(threads, layout.n_stats), x.nbytes <= _AHEAD_BYTES)
+        else:
+            _groups_forward(*args, min(threads, layout.n_stats))
         shape = layout.stat_shape
-        return y.reshape(x.shape), mean.reshape(shape), var.reshape(shape), inv_std.reshape(shape), \
-            (layout, w, mean, inv_std)
+        return y.reshape(x.shape), mean.reshape(shape), var.reshape(shape), inv_std.reshape(shape)
 
-    def standardize_backward(self, saved, x, gy):
-        """(gx, Σgy, Σgy·x_hat) of standardize_forward. The sums are float64 and shaped to broadcast against x,
-        already summed over some of the axes the parameters do not vary on (sum_to finishes the job)."""
-        layout, w, mean, inv_std = saved
+    def standardize_backward(self, x, gy, mean, inv_std, weight, axes, param_shape, need_weight, need_bias):
+        """(gx, ggamma, gbeta) as ArrayNorm.standardize_backward gives them, by a kernel."""
+        shapes = (None if weight is None else param_shape, param_shape if need_bias else None)
+        layout = self._layout_of(x.shape, axes, *shapes)
+        if layout is None:
+            return super().standardize_backward(x, gy, mean, inv_std, weight, axes, param_shape, need_weight,
+                                                need_bias)
         threads = self.thread_count()
+        w = self._param(weight, shapes[0], x, layout, 1.0)
+        mean, inv_std = mean.reshape(-1), inv_std.reshape(-1)
         xv = np.ascontiguousarray(x).reshape(layout.view)
         gyv = np.ascontiguousarray(gy, dtype=x.dtype).reshape(layout.view)
         gx = self.empty(layout.view, x.dtype)
@@ -676,15 +682,17 @@ class NormKernels:
         else:
             sum_gy, sum_gy_xhat = np.empty(layout.view[:2]), np.empty(layout.view[:2])
             _groups_backward(xv, gyv, mean, inv_std, w, gx, sum_gy, sum_gy_xhat, min(threads, layout.n_stats))
-        return gx.reshape(x.shape), sum_gy.reshape(layout.sums_shape), sum_gy_xhat.reshape(layout.sums_shape)
+        # NOTE: the sums come already summed over some of the axes the parameters do not vary on.
+        ggamma = _reduced(sum_gy_xhat, layout.sums_shape, param_shape, x.dtype) if need_weight else None
+        gbeta = _reduced(sum_gy, layout.sums_shape, param_shape, x.dtype) if need_bias else None
+        return gx.reshape(x.shape), ggamma, gbeta
 
-    def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, stat_shape):
-        """y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, the statistics and parameters (or None)
-        flat, one per statistic of stat_shape (1 on the reduced axes). Returns (y, mean, inv_std), the latter
-        float64 in stat_shape, or None when the kept axes are not one contiguous run."""
-        layout = self._layout_of(x.shape, None, None, None, stat_shape)
+    def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, param_shape):
+        """(y, mean, inv_std) as ArrayNorm.frozen_forward gives them, by a kernel where the statistics' axes are one
+        contiguous run."""
+        layout = self._layout_of(x.shape, None, None, None, param_shape)
         if layout is None or layout.kind not in ("channels", "columns"):
-            return None
+            return super().frozen_forward(x, running_mean, running_var, weight, bias, eps, param_shape)
         self.thread_count()
         xv = np.ascontiguousarray(x).reshape(layout.view)
         y = self.empty(layout.view, x.dtype)
@@ -694,48 +702,54 @@ class NormKernels:
         b = self._constant(0.0, n, x.dtype) if bias is None else _as(bias, x.dtype)
         kernel = _frozen_forward if layout.kind == "channels" else _frozen_columns_forward
         kernel(xv, running_mean, running_var, w, b, float(eps), y, mean, inv_std)
-        return y.reshape(x.shape), mean.reshape(stat_shape), inv_std.reshape(stat_shape)
+        return y.reshape(x.shape), mean.reshape(param_shape), inv_std.reshape(param_shape)
 
-    def frozen_backward(self, x, gy, mean, scale):
-        """(gx, Σgy, Σgy·(x - mean)) of frozen_forward, the sums per statistic in scale's shape; None as above."""
-        layout = self._layout_of(x.shape, None, None, None, scale.shape)
+    def frozen_backward(self, x, gy, mean, inv_std, weight, param_shape, need_weight, need_bias):
+        """(gx, ggamma, gbeta) as ArrayNorm.frozen_backward gives them, by a kernel (as frozen_forward)."""
+        layout = self._layout_of(x.shape, None, None, None, param_shape)
         if layout is None or layout.kind not in ("channels", "columns"):
-            return None
+            return super().frozen_backward(x, gy, mean, inv_std, weight, param_shape, need_weight, need_bias)
         self.thread_count()
+        scale = inv_std if weight is None else inv_std * weight.reshape(param_shape)
         xv = np.ascontiguousarray(x).reshape(layout.view)
         gyv = np.ascontiguousarray(gy, dtype=x.dtype).reshape(layout.view)
         gx = self.empty(layout.view, x.dtype)
         sum_gy, sum_gy_xc = np.empty(layout.n_stats), np.empty(layout.n_stats)
         kernel = _frozen_backward if layout.kind == "channels" else _frozen_columns_backward
         kernel(xv, gyv, mean.reshape(-1), scale.reshape(-1).astype(x.dtype), gx, sum_gy, sum_gy_xc)
-        return gx.reshape(x.shape), sum_gy.reshape(scale.shape), sum_gy_xc.reshape(scale.shape)
+        ggamma = (inv_std * sum_gy_xc.reshape(param_shape)).astype(x.dtype) if need_weight else None
+        gbeta = sum_gy.reshape(param_shape).astype(x.dtype) if need_bias else None
+        return gx.reshape(x.shape), ggamma, gbeta
 
     def rms_forward(self, x, weight, axes, eps):
-        """(y, inv_rms, saved) of RMSNorm over the trailing ``axes``; inv_rms float64, shaped to broadcast."""
+        """(y, inv_rms) of RMSNorm over the trailing ``axes``, by a kernel."""
         k = math.prod(x.shape[axes[0]:])
         rows = math.prod(x.shape[:axes[0]])
         if rows == 0 or k == 0:
-            return None
+            return super().rms_forward(x, weight, axes, eps)
         self.thread_count()
         xv = np.ascontiguousarray(x).reshape(rows, k)
         w = self._constant(1.0, k, x.dtype) if weight is None else _as(weight, x.dtype).reshape(k)
         y = self.empty((rows, k), x.dtype)
         inv_rms = np.empty(rows)
         _rms_forward(xv, w, float(eps), y, inv_rms)
-        return y.reshape(x.shape), inv_rms.reshape(x.shape[:axes[0]] + (1,) * len(axes)), (w, inv_rms)
+        return y.reshape(x.shape), inv_rms.reshape(x.shape[:axes[0]] + (1,) * len(axes))
 
-    def rms_backward(self, saved, x, gy):
-        """(gx, Σgy·x_hat over the leading axes, float64, flat like the weight)."""
-        w, inv_rms = saved
+    def rms_backward(self, x, gy, inv_rms, weight, axes):
+        """(gx, ggamma) of rms_forward, by a kernel; ggamma in the weight's shape."""
+        k = math.prod(x.shape[axes[0]:])
+        rows = math.prod(x.shape[:axes[0]])
+        if rows == 0 or k == 0:
+            return super().rms_backward(x, gy, inv_rms, weight, axes)
         self.thread_count()
-        rows, k = inv_rms.shape[0], w.shape[0]
+        w = self._constant(1.0, k, x.dtype) if weight is None else _as(weight, x.dtype).reshape(k)
         xv = np.ascontiguousarray(x).reshape(rows, k)
         gyv = np.ascontiguousarray(gy, dtype=x.dtype).reshape(rows, k)
         gx = self.empty((rows, k), x.dtype)
         parts, ggamma = np.empty((min(rows, _BLOCKS), k)), np.empty(k)
-        _rms_backward(xv, gyv, inv_rms, w, gx, parts)
+        _rms_backward(xv, gyv, inv_rms.reshape(-1), w, gx, parts)
         _join_blocks(parts, ggamma)
-        return gx.reshape(x.shape), ggamma
+        return gx.reshape(x.shape), None if weight is None else ggamma.reshape(weight.shape).astype(x.dtype)
 
     def _layout_of(self, shape, axes, weight_shape, bias_shape, stat_shape=None):
         """_layout, remembered per shape (a training loop asks the same question every step), given the shapes of
@@ -779,6 +793,14 @@ class NormKernels:
             a = self._constants[key] = np.full(size, value, dtype=dtype)
             a.flags.writeable = False
         return a
+
+
+def _reduced(sums, sums_shape, param_shape, dtype):
+    """A kernel's per-parameter sums (float64, in its layout's sums_shape) summed on to ``param_shape``."""
+    sums = sums.reshape(sums_shape)
+    lead = sums.ndim - len(param_shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(param_shape) if n == 1 and sums.shape[lead + i] != 1)
+    return (sums.sum(axis=axes) if axes else sums).reshape(param_shape).astype(dtype)
 
 
 def _as(a, dtype):

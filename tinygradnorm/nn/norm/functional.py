@@ -72,11 +72,14 @@ def _standardize(impl, x, weight, bias, axes, eps, shape, view=None, stats=True)
         y, mean, var, m = composite.standardize(x if view is None else x.reshape(view), _as_param(weight, shape),
                                                 _as_param(bias, shape), axes, eps)
         return (y if view is None else y.reshape(x.shape)), mean, var, m
-    out = {} if stats else None
     params = [p for p in (weight, bias) if p is not None]
-    y = Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None, has_bias=bias is not None,
-                          param_shape=shape, stats=out, view=view)
-    return (y, out["mean"], out["var"], out["m"]) if stats else (y, None, None, 0)
+    out = Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None, has_bias=bias is not None,
+                            param_shape=shape, view=view, stats=stats)
+    if not stats:
+        return out, None, None, 0
+    y, mean, var = out
+    shape = x.data.shape if view is None else view
+    return y, mean.data, var.data, math.prod(shape[a] for a in axes)
 
 
 def _affine_only(x, weight, bias):

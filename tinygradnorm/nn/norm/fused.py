@@ -1,142 +1,208 @@
-"""Hand-derived forward and backward passes of the normalization layers.
+"""Hand-derived forward, backward and double backward of the normalization layers.
 
 Read this next to docs/normalization.md: the names are the same. ``m`` is the number of
 elements behind each statistic, ``x_hat`` the standardized input, ``inv_std`` 1/sqrt(var + eps),
-``gy`` the output's gradient, ``gx``/``ggamma``/``gbeta`` the input's, weight's and bias's.
+``gy`` the output's gradient, ``gx``/``ggamma``/``gbeta`` the input's, weight's and bias's; in the
+double backward, ``u``, ``v`` and ``w`` are the gradients arriving at gx, ggamma and gbeta.
 
-Each Function's array code is the docs' formula, line by line. It is what CuPy runs, and what
-the CPU runs without Numba. On the CPU, with Numba, a compiled kernel takes over wherever one fits
-(``self.backend.kernels``, whose loops live in backend/cpu_kernels/norm.py): the same formulas,
-one statistic at a time. docs/normalization.md, section 7, says which runs when.
+Each layer is two Functions:
+
+- the layer (``Standardize``, ``FrozenStandardize``, ``RMSNormalize``, ``LocalResponseNormalize``). Its
+  forward and first-order backward call the backend's normalization interface (``backend.norm``,
+  backend/norm.py): the compiled kernels on the CPU, the docs' formulas as array code elsewhere;
+- its backward as an op of its own (``StandardizeBackward``, ...), which the walk uses when it records
+  a graph of the gradient (create_graph=True). Its forward is the same first-order backward, and its
+  gradient is the hand-derived double backward of docs section 9: the gradients with respect to x, gy
+  and the weight of <gx, u> + <ggamma, v> + <gbeta, w>.
+
+The double backward is written in differentiable ops, and when a graph is being recorded it computes
+the statistics again from x, with their graph. So the third and every higher derivative are right too.
+(PyTorch's hand-written double backwards reuse saved statistics that carry no graph, and its third
+derivatives of batch and layer norm are wrong.)
 
 Parameters arrive flat, as the modules hold them, with ``param_shape``, the shape that
 broadcasts them against x (BatchNorm's weight as (1, C, 1, 1), GroupNorm's as (1, G, C/G, 1)).
 So one Function serves every layer that "standardizes over some axes, then applies a
 per-element affine".
 """
-from ...autograd import Function
+from ...autograd.function import Function
+from ...autograd.grad_mode import is_grad_enabled
 from ...ops._util import sum_to
+from ...tensor import Tensor
 
 
 def _acc(xp, x):
-    """x in a dtype of at least float32: statistics of float16 input are accumulated in float32."""
+    """x in a dtype of at least float32: float16 input is normalized in float32."""
     return x.astype(xp.float32) if x.dtype.itemsize < 4 else x
 
 
-def _params(params, has_weight, has_bias, param_shape):
-    """(weight, bias) reshaped to broadcast against x; None where absent."""
-    weight = params[0].reshape(param_shape) if has_weight else None
-    bias = params[-1].reshape(param_shape) if has_bias else None
-    return weight, bias
+def _flat(g, shape):
+    """A parameter gradient (array or Tensor, in param_shape) in the parameter's own shape, or None."""
+    return None if g is None else g.reshape(shape)
 
 
-# ---- standardize over axes, then affine -------------------------------------------
+# ---- training mode: standardize over axes, then affine -------------------------------------------------
 class Standardize(Function):
     """y = x_hat * weight + bias, with x_hat = (x - mean) * inv_std over ``axes`` (biased variance).
 
-    Used by BatchNorm (axes: all but C), InstanceNorm (the spatial axes), LayerNorm (the
-    trailing normalized axes) and GroupNorm (each group's channels and spatial axes).
-    ``stats``, unless None, receives the batch mean and biased variance for the running statistics.
+    Used by BatchNorm (axes: all but C), InstanceNorm (the spatial axes), LayerNorm (the trailing
+    normalized axes) and GroupNorm (each group's channels and spatial axes, x viewed as ``view``).
+    With ``stats``, forward also returns the batch mean and biased variance (outputs without a gradient),
+    for the running statistics.
 
-    Backward needs x_hat. Rather than keep it (a full array), it keeps x (which the graph holds
-    anyway) and the per-statistic mean and inv_std, and rebuilds x_hat.
+    Backward needs x_hat. Rather than keep it (a full array), it keeps x (which the graph holds anyway)
+    and the per-statistic mean and inv_std, and rebuilds x_hat.
     """
 
-    def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, stats, view=None):
-        xp = self.xp
-        x_in = x
-        if view is not None:
-            x = x.reshape(view)                         # GroupNorm standardizes (N, G, C/G, S)
-        if x.dtype.itemsize < 4:
-            x = x.astype(xp.float32)                    # float16 is normalized in float32
-        m = 1
-        for a in axes:
-            m *= x.shape[a]
-        kernels = self.backend.kernels
-        out = None
-        if kernels is not None:                         # (the parameters flat, as the modules hold them)
-            out = kernels.standardize_forward(x, params[0] if has_weight else None, params[-1] if has_bias else None,
-                                              axes, eps, param_shape)
-        weight = None
-        if out is not None:
-            y, mean, var, inv_std, kernel_saved = out
-        else:
-            weight, bias = _params(params, has_weight, has_bias, param_shape)
-            y, mean, var, inv_std = _standardize(xp, x, weight, bias, axes, eps, m)
-            kernel_saved = None
-        if stats is not None:                   # the batch statistics, for running statistics (BatchNorm, InstanceNorm)
-            stats["mean"], stats["var"], stats["m"] = mean.astype(x.dtype), var.astype(x.dtype), m
+    non_differentiable = (1, 2)
+
+    def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, view=None, stats=False):
+        xs = _acc(self.xp, x if view is None else x.reshape(view))
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
+        y, mean, var, inv_std = self.backend.norm.standardize_forward(xs, weight, bias, axes, eps, param_shape)
         if True in self.needs_input_grad:       # what backward needs (nothing, when no graph is recorded)
-            self.x_in, self.view, self.kernel_saved = x_in, view, kernel_saved
-            self.mean, self.inv_std, self.weight, self.axes, self.m = mean, inv_std, weight, axes, m
-            self.has_weight, self.has_bias = has_weight, has_bias
-            self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
-        if y.dtype != x_in.dtype:
-            y = y.astype(x_in.dtype)
-        return y if view is None else y.reshape(x_in.shape)
+            self.save_for_backward(x, weight, mean, inv_std)
+            self.axes, self.eps, self.view, self.param_shape = axes, eps, view, param_shape
+            self.has_bias, self.param_shapes = has_bias, [p.shape for p in params]
+        y = (y if y.dtype == x.dtype else y.astype(x.dtype)).reshape(x.shape)
+        return (y, mean.astype(xs.dtype), var.astype(xs.dtype)) if stats else y
 
-    def backward(self, gy):
-        xp, view = self.xp, self.view
-        x = _acc(xp, self.x_in if view is None else self.x_in.reshape(view))
-        gy = gy.astype(x.dtype, copy=False) if view is None else gy.astype(x.dtype, copy=False).reshape(view)
-        if self.kernel_saved is not None:
-            gx, sum_gy, sum_gy_xhat = self.backend.kernels.standardize_backward(self.kernel_saved, x, gy)
-            ggamma = sum_gy_xhat if self.has_weight else None
-            gbeta = sum_gy if self.has_bias else None
-        else:
-            gx, ggamma, gbeta = _standardize_backward(xp, x, gy, self.mean, self.inv_std, self.weight, self.axes,
-                                                      self.m, self.has_bias)
-        grads = []
-        if self.has_weight:
-            grads.append(self._param_grad(ggamma, 1, x.dtype))
+    def backward(self, gy, *_):
+        x, weight, mean, inv_std = self.saved
+        grads = _standardize_grads(self.backend, x, gy, weight, mean, inv_std, self.axes, self.param_shape,
+                                   self.view, self._needs())
+        return self._per_input(grads)
+
+    def gradient(self, gy, *_):
+        x, weight = self.saved_tensors[:2]
+        mean, inv_std = self.saved[2:]
+        grads = StandardizeBackward.apply(x, gy, *([weight] if weight is not None else []), mean=mean,
+                                          inv_std=inv_std, axes=self.axes, eps=self.eps, param_shape=self.param_shape,
+                                          view=self.view, needs=self._needs())
+        return self._per_input(grads)
+
+    def _needs(self):
+        """Which of gx, ggamma, gbeta the inputs need."""
+        needs, has_weight = self.needs_input_grad, self.saved[1] is not None
+        return (needs[0], has_weight and needs[1], self.has_bias and needs[-1])
+
+    def _per_input(self, grads):
+        """(gx, ggamma, gbeta) as one gradient per input of forward: gx, then the weight's and bias's, flat."""
+        gx, ggamma, gbeta = grads
+        out = [gx]
+        if self.saved[1] is not None:
+            out.append(_flat(ggamma, self.param_shapes[0]))
         if self.has_bias:
-            grads.append(self._param_grad(gbeta, len(grads) + 1, x.dtype))
-        return (gx.astype(self.x_in.dtype, copy=False).reshape(self.x_in.shape), *grads)
-
-    def _param_grad(self, g, i, dtype):
-        """The gradient of the i-th input (a parameter) from g, summed down to its broadcast shape, then flat."""
-        if not self.needs_input_grad[i]:
-            return None
-        return sum_to(g, self.param_shape).astype(dtype).reshape(self.param_shapes[i - 1])
+            out.append(_flat(gbeta, self.param_shapes[-1]))
+        return tuple(out)
 
 
-def _standardize(xp, x, weight, bias, axes, eps, m):
-    """Forward steps 1-6 of docs section 1, the statistics accumulated in float64 (docs section 6)."""
-    f64 = xp.float64
-    mean = x.sum(axis=axes, keepdims=True, dtype=f64) / m                             # step 1
-    centre = mean.astype(x.dtype)                                                     # the mean, in x's dtype
-    centred = x - centre                                                              # step 2
-    # NOTE: corrected two-pass (docs section 6). Σ centred is 0 only in exact arithmetic. What
-    # rounding left in it, shift, moves into the mean, and its square comes off the variance.
-    # The squares are taken in float64: float32 squares of values near 1e30 would overflow.
-    shift = centred.sum(axis=axes, keepdims=True, dtype=f64) / m
-    var = xp.square(centred, dtype=f64).sum(axis=axes, keepdims=True) / m - shift * shift   # step 3
-    var = xp.maximum(var, 0)
-    mean = centre.astype(f64) + shift
-    inv_std = 1 / xp.sqrt(var + eps)                                                  # step 4
-    x_hat = (centred - shift.astype(x.dtype)) * inv_std.astype(x.dtype)              # step 5
-    y = x_hat if weight is None else x_hat * weight                                   # step 6
-    if bias is not None:
-        y += bias
-    return y, mean, var, inv_std
+def _standardize_grads(backend, x, gy, weight, mean, inv_std, axes, param_shape, view, needs):
+    """(gx, ggamma, gbeta) of Standardize on arrays, by the backend's standardize_backward; None where not needed,
+    the parameter gradients in param_shape and x's dtype."""
+    xp = backend.xp
+    xs = _acc(xp, x if view is None else x.reshape(view))
+    gys = (gy if view is None else gy.reshape(view)).astype(xs.dtype, copy=False)
+    gx, ggamma, gbeta = backend.norm.standardize_backward(xs, gys, mean, inv_std, weight, axes, param_shape,
+                                                          needs[1], needs[2])
+    gx = gx.astype(x.dtype, copy=False).reshape(x.shape) if needs[0] else None
+    return gx, _cast(ggamma, x.dtype), _cast(gbeta, x.dtype)
 
 
-def _standardize_backward(xp, x, gy, mean, inv_std, weight, axes, m, need_gbeta):
-    """(gx, ggamma, gbeta) by the closed form of docs section 1; ggamma and gbeta before summing to the
-    parameters' shapes (None where there is no such parameter)."""
-    f64, dt = xp.float64, x.dtype
-    centre = mean.astype(dt)
-    x_hat = ((x - centre) - (mean - centre).astype(dt)) * inv_std.astype(dt)         # step 5, rebuilt
-    g_hat = gy if weight is None else gy * weight                                     # step 6: g_hat = γ gy
-    sum_g_hat = g_hat.sum(axis=axes, keepdims=True, dtype=f64)                        # Σ g_hat
-    sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True, dtype=f64)         # Σ g_hat x_hat
-    # gx = (inv_std / m) (m g_hat - Σ g_hat - x_hat Σ (g_hat x_hat))
-    gx = (inv_std / m).astype(dt) * (m * g_hat - sum_g_hat.astype(dt) - x_hat * sum_g_hat_xhat.astype(dt))
-    ggamma = gy * x_hat if weight is not None else None                               # ggamma = Σ gy x_hat
-    gbeta = gy if need_gbeta else None                                                # gbeta = Σ gy
-    return gx, ggamma, gbeta
+def _cast(a, dtype):
+    return None if a is None else a.astype(dtype, copy=False)
 
 
+class StandardizeBackward(Function):
+    """Standardize's backward as an op: (x, gy[, weight]) -> (gx, ggamma, gbeta), each None unless ``needs``
+    asks for it, ggamma and gbeta in ``param_shape``. Its gradient is the double backward (docs section 9)."""
+
+    def forward(self, x, gy, *weight, mean, inv_std, axes, eps, param_shape, view, needs):
+        weight = weight[0] if weight else None
+        self.save_for_backward(x, gy, weight, mean, inv_std)
+        self.axes, self.eps, self.param_shape, self.view = axes, eps, param_shape, view
+        return _standardize_grads(self.backend, x, gy, weight, mean, inv_std, axes, param_shape, view, needs)
+
+    def gradient(self, u, v, w):
+        x, gy, weight = self.saved_tensors[:3]
+        mean, inv_std = self.saved[3:]
+        return _double_backward(self, x, gy, weight, u, v, w, mean, inv_std, centred=True)
+
+
+def _double_backward(fn, x, gy, weight, u, v, w, mean, inv_std, centred):
+    """The gradients with respect to x, gy and the weight of <gx, u> + <ggamma, v> + <gbeta, w>, in Tensor ops
+    (docs section 9). ``centred`` False is RMSNorm's: no mean is subtracted, and mean is None.
+
+    With P(a) = a - mean(a) - x_hat mean(a x_hat) (RMSNorm: a - x_hat mean(a x_hat)), g_hat = weight gy and
+    every mean over the statistic's m elements:
+
+        d/dx      = -inv_std^2 [x_hat k + P(g_hat) mean(u x_hat) + P(u) mean(g_hat x_hat)] + inv_std P(gy v)
+        d/dgy     = weight inv_std P(u) + x_hat v + w
+        d/dweight = Σ gy inv_std P(u)
+
+    with k = mean(g_hat u) - mean(g_hat) mean(u) - mean(g_hat x_hat) mean(u x_hat) (RMSNorm: without the middle
+    term). The statistics come from x again when a graph is recorded (so that higher orders see how they depend
+    on x), else from the values forward saved.
+    """
+    axes, view, param_shape = fn.axes, fn.view, fn.param_shape
+    needs = fn.needs_input_grad
+    shape, dtype = x.shape, x.dtype
+
+    def viewed(t):
+        t = t if view is None else t.reshape(view)
+        return t if t.dtype.itemsize >= 4 else t.float()
+
+    xs, gys = viewed(x), viewed(gy)
+
+    def avg(a):
+        return a.mean(axes, keepdim=True)
+
+    if is_grad_enabled():
+        xc = xs - avg(xs) if centred else xs
+        inv_std = ((xc * xc).mean(axes, keepdim=True) + fn.eps).rsqrt()
+    else:
+        dt = xs.dtype
+        xc = xs - Tensor._wrap(mean.astype(dt), xs.device, False, None) if centred else xs
+        inv_std = Tensor._wrap(inv_std.astype(dt), xs.device, False, None)
+    x_hat = xc * inv_std
+    gamma = None if weight is None else weight.reshape(param_shape)
+    if gamma is not None and gamma.dtype != xs.dtype:
+        gamma = gamma.to(xs.dtype)
+    g_hat = gys if gamma is None else gys * gamma
+
+    def project(a):                                     # P(a)
+        p = a - x_hat * avg(a * x_hat)
+        return p - avg(a) if centred else p
+
+    gx = ggy = gw = None
+    if u is not None:
+        us = viewed(u)
+        mean_u_xhat, mean_g_xhat = avg(us * x_hat), avg(g_hat * x_hat)
+        k = avg(g_hat * us) - mean_g_xhat * mean_u_xhat
+        if centred:
+            k = k - avg(g_hat) * avg(us)
+        p_u = project(us)
+        gx = -(inv_std * inv_std) * (x_hat * k + project(g_hat) * mean_u_xhat + p_u * mean_g_xhat)
+        s_p_u = inv_std * p_u
+        ggy = s_p_u if gamma is None else s_p_u * gamma
+        if weight is not None and needs[2]:
+            gw = sum_to(gys * s_p_u, param_shape)
+    if v is not None:
+        vs = v.reshape(param_shape).to(xs.dtype)
+        term = inv_std * project(gys * vs)
+        gx = term if gx is None else gx + term
+        ggy = x_hat * vs if ggy is None else ggy + x_hat * vs
+    if w is not None:
+        ws = w.reshape(param_shape).to(xs.dtype)
+        ggy = ws.expand(gys.shape) if ggy is None else ggy + ws
+    gx = None if gx is None or not needs[0] else gx.reshape(shape).to(dtype)
+    ggy = None if ggy is None or not needs[1] else ggy.reshape(shape).to(dtype)
+    gw = None if gw is None else gw.reshape(weight.shape).to(weight.dtype)
+    return (gx, ggy, gw) if weight is not None else (gx, ggy)
+
+
+# ---- eval mode: given statistics -------------------------------------------------------------------------------
 class FrozenStandardize(Function):
     """Eval mode with running statistics: y = (x - mean) * inv_std * weight + bias, an affine map of x.
 
@@ -146,57 +212,76 @@ class FrozenStandardize(Function):
     """
 
     def forward(self, x, *params, mean, var, eps, has_weight, has_bias, param_shape):
-        xp = self.xp
-        kernels = self.backend.kernels
-        out = None
-        if kernels is not None and x.dtype.itemsize >= 4:
-            weight = params[0] if has_weight else None
-            bias = params[-1] if has_bias else None
-            out = kernels.frozen_forward(x, mean, var, weight, bias, eps, param_shape)
-        if out is not None:
-            y, mean, inv_std = out
-        else:
-            weight, bias = _params(params, has_weight, has_bias, param_shape)
-            mean = mean.reshape(param_shape).astype(xp.float64)
-            inv_std = 1 / xp.sqrt(var.reshape(param_shape).astype(xp.float64) + eps)
-            xa = _acc(xp, x)
-            scale = inv_std if weight is None else inv_std * weight
-            y = (xa - mean.astype(xa.dtype)) * scale.astype(xa.dtype)     # (x - mean) * inv_std * weight
-            if bias is not None:
-                y += bias                                                 # + bias
-        # NOTE: mean is a float64 copy: the running statistics may change in place before backward (another
-        # training forward), and the gradient must belong to the statistics this forward used.
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
+        y, mean, inv_std = self.backend.norm.frozen_forward(_acc(self.xp, x), mean, var, weight, bias, eps,
+                                                            param_shape)
         if True in self.needs_input_grad:
-            self.mean, self.inv_std, self.x = mean, inv_std, x
-            self.weight = params[0].reshape(param_shape) if has_weight else None
-            self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
-            self.has_weight, self.has_bias = has_weight, has_bias
+            self.save_for_backward(x, weight, mean, inv_std)
+            self.param_shape, self.param_shapes, self.has_bias = param_shape, [p.shape for p in params], has_bias
         return y.astype(x.dtype, copy=False)
 
     def backward(self, gy):
-        x = self.x
-        scale = self.inv_std if self.weight is None else self.inv_std * self.weight
-        kernels = self.backend.kernels
-        out = kernels.frozen_backward(x, gy, self.mean, scale) if kernels is not None and x.dtype.itemsize >= 4 \
-            else None
-        if out is not None:
-            gx, gbeta, sum_gy_centred = out
-            ggamma = self.inv_std * sum_gy_centred
-        else:
-            gx = gy * scale.astype(gy.dtype)                        # gx = gy · inv_std · γ
-            gbeta = gy                                              # gbeta = Σ gy
-            # NOTE: ggamma = Σ gy (x - mean) inv_std, centred first. The shorter
-            # inv_std (Σ gy x - mean Σ gy) cancels catastrophically when |mean| >> std (float32,
-            # mean 1000, std 0.01: 14.572 where the exact value is 14.5432).
-            ggamma = gy * ((x - self.mean.astype(x.dtype)) * self.inv_std.astype(x.dtype)) if self.has_weight else None
-        grads = []
-        if self.has_weight:
-            grads.append(self._param_grad(ggamma, 1, gy.dtype))
-        if self.has_bias:
-            grads.append(self._param_grad(gbeta, len(grads) + 1, gy.dtype))
-        return (gx.astype(gy.dtype, copy=False), *grads)
+        x, weight, mean, inv_std = self.saved
+        return self._per_input(_frozen_grads(self.backend, x, gy, weight, mean, inv_std, self.param_shape,
+                                             self._needs()))
 
-    _param_grad = Standardize._param_grad
+    def gradient(self, gy):
+        x, weight = self.saved_tensors[:2]
+        mean, inv_std = self.saved[2:]
+        grads = FrozenStandardizeBackward.apply(x, gy, *([weight] if weight is not None else []), mean=mean,
+                                                inv_std=inv_std, param_shape=self.param_shape, needs=self._needs())
+        return self._per_input(grads)
+
+    _needs = Standardize._needs
+    _per_input = Standardize._per_input
+
+
+def _frozen_grads(backend, x, gy, weight, mean, inv_std, param_shape, needs):
+    xa = _acc(backend.xp, x)
+    gx, ggamma, gbeta = backend.norm.frozen_backward(xa, gy.astype(xa.dtype, copy=False), mean, inv_std, weight,
+                                                     param_shape, needs[1], needs[2])
+    return (gx.astype(x.dtype, copy=False) if needs[0] else None), _cast(ggamma, x.dtype), _cast(gbeta, x.dtype)
+
+
+class FrozenStandardizeBackward(Function):
+    """FrozenStandardize's backward as an op: (x, gy[, weight]) -> (gx, ggamma, gbeta).
+
+    Its gradient: forward is affine in x and the backward linear in gy, so of the double backward only the
+    cross terms remain (docs section 9): d/dx = gy inv_std v, d/dgy = weight inv_std u + (x - mean) inv_std v + w,
+    d/dweight = Σ u gy inv_std.
+    """
+
+    def forward(self, x, gy, *weight, mean, inv_std, param_shape, needs):
+        weight = weight[0] if weight else None
+        self.save_for_backward(x, gy, weight, mean, inv_std)
+        self.param_shape = param_shape
+        return _frozen_grads(self.backend, x, gy, weight, mean, inv_std, param_shape, needs)
+
+    def gradient(self, u, v, w):
+        x, gy, weight = self.saved_tensors[:3]
+        mean, inv_std = self.saved[3:]
+        needs, param_shape = self.needs_input_grad, self.param_shape
+        dt = x.dtype if x.dtype.itemsize >= 4 else x.float().dtype
+        s = Tensor._wrap(inv_std.astype(dt), x.device, False, None)
+        gamma = None if weight is None else weight.reshape(param_shape).to(dt)
+        gx = ggy = gw = None
+        if u is not None:
+            ggy = u * s if gamma is None else u * s * gamma
+            if weight is not None and needs[2]:
+                gw = sum_to(u * gy * s, param_shape)
+        if v is not None:
+            vs = v.reshape(param_shape).to(dt)
+            gx = gy * s * vs
+            centred = (x - Tensor._wrap(mean.astype(dt), x.device, False, None)) * s
+            ggy = centred * vs if ggy is None else ggy + centred * vs
+        if w is not None:
+            ws = w.reshape(param_shape).to(dt)
+            ggy = ws.expand(gy.shape) if ggy is None else ggy + ws
+        gx = None if gx is None or not needs[0] else gx.to(x.dtype)
+        ggy = None if ggy is None or not needs[1] else ggy.to(gy.dtype)
+        gw = None if gw is None else gw.reshape(weight.shape).to(weight.dtype)
+        return (gx, ggy, gw) if weight is not None else (gx, ggy)
 
 
 # ---- RMSNorm ----------------------------------------------------------------------
@@ -204,42 +289,45 @@ class RMSNormalize(Function):
     """y = x_hat * weight with x_hat = x * inv_rms, inv_rms = 1/sqrt(mean(x^2 over axes) + eps); no centring."""
 
     def forward(self, x, *params, axes, eps):
-        xp = self.xp
         weight = params[0] if params else None
-        self.x_in, x = x, _acc(xp, x)
-        m = 1
-        for a in axes:
-            m *= x.shape[a]
-        kernels = self.backend.kernels
-        out = kernels.rms_forward(x, weight, axes, eps) if kernels is not None else None
-        if out is not None:
-            y, inv_rms, self.kernel_saved = out
-        else:
-            self.kernel_saved = None
-            inv_rms = 1 / xp.sqrt(xp.square(x, dtype=xp.float64).sum(axis=axes, keepdims=True) / m + eps)
-            x_hat = x * inv_rms.astype(x.dtype)
-            y = x_hat if weight is None else x_hat * weight
-        self.inv_rms, self.weight, self.axes, self.m = inv_rms, weight, axes, m
-        return y.astype(self.x_in.dtype, copy=False)
+        y, inv_rms = self.backend.norm.rms_forward(_acc(self.xp, x), weight, axes, eps)
+        self.save_for_backward(x, weight, inv_rms)
+        self.axes, self.eps = axes, eps
+        return y.astype(x.dtype, copy=False)
 
     def backward(self, gy):
-        xp, weight = self.xp, self.weight
-        x = _acc(xp, self.x_in)
-        gy = gy.astype(x.dtype, copy=False)
-        if self.kernel_saved is not None:
-            gx, ggamma = self.backend.kernels.rms_backward(self.kernel_saved, x, gy)
-        else:
-            # gx = inv_rms (g_hat - x_hat Σ(g_hat x_hat) / m), with g_hat = weight * gy (docs section 3)
-            inv_rms = self.inv_rms.astype(x.dtype)
-            x_hat = x * inv_rms
-            g_hat = gy if weight is None else gy * weight
-            sum_g_hat_xhat = (g_hat * x_hat).sum(axis=self.axes, keepdims=True, dtype=xp.float64)
-            gx = inv_rms * (g_hat - x_hat * (sum_g_hat_xhat / self.m).astype(x.dtype))
-            ggamma = None if weight is None else sum_to(gy * x_hat, weight.shape)          # ggamma = Σ gy x_hat
-        gx = gx.astype(self.x_in.dtype, copy=False)
-        if weight is None:
-            return gx
-        return gx, (ggamma.reshape(weight.shape).astype(x.dtype) if self.needs_input_grad[1] else None)
+        x, weight, inv_rms = self.saved
+        gx, ggamma = _rms_grads(self.backend, x, gy, weight, inv_rms, self.axes)
+        return gx if weight is None else (gx, ggamma if self.needs_input_grad[1] else None)
+
+    def gradient(self, gy):
+        x, weight = self.saved_tensors[:2]
+        out = RMSNormalizeBackward.apply(x, gy, *([weight] if weight is not None else []), inv_rms=self.saved[2],
+                                         axes=self.axes, eps=self.eps)
+        return out if weight is None else (out[0], out[1] if self.needs_input_grad[1] else None)
+
+
+def _rms_grads(backend, x, gy, weight, inv_rms, axes):
+    xa = _acc(backend.xp, x)
+    gx, ggamma = backend.norm.rms_backward(xa, gy.astype(xa.dtype, copy=False), inv_rms, weight, axes)
+    return gx.astype(x.dtype, copy=False), _cast(ggamma, x.dtype)
+
+
+class RMSNormalizeBackward(Function):
+    """RMSNormalize's backward as an op: (x, gy[, weight]) -> (gx, ggamma). Its gradient is the double backward
+    of docs section 9 without the centring."""
+
+    def forward(self, x, gy, *weight, inv_rms, axes, eps):
+        weight = weight[0] if weight else None
+        self.save_for_backward(x, gy, weight, inv_rms)
+        self.axes, self.eps, self.view = axes, eps, None
+        self.param_shape = None if weight is None else (1,) * (x.ndim - weight.ndim) + weight.shape
+        gx, ggamma = _rms_grads(self.backend, x, gy, weight, inv_rms, axes)
+        return (gx, ggamma) if weight is not None else gx
+
+    def gradient(self, u, v=None):
+        x, gy, weight = self.saved_tensors[:3]
+        return _double_backward(self, x, gy, weight, u, v, None, None, self.saved[3], centred=False)
 
 
 # ---- LocalResponseNorm ------------------------------------------------------------
@@ -254,6 +342,20 @@ def _channel_window_sum(xp, a, before, after):
     return out
 
 
+class ChannelWindowSum(Function):
+    """out[:, c] = Σ a[:, c - before .. c + after]: linear, with the mirrored window as its gradient."""
+
+    def forward(self, a, before, after):
+        self.before, self.after = before, after
+        return _channel_window_sum(self.xp, a, before, after)
+
+    def backward(self, g):
+        return _channel_window_sum(self.xp, g, self.after, self.before)
+
+    def gradient(self, g):
+        return ChannelWindowSum.apply(g, before=self.after, after=self.before)
+
+
 class LocalResponseNormalize(Function):
     """y_c = x_c * s_c^-beta with s_c = k + alpha/size * Σ x_j^2 over channels j in c's window.
 
@@ -261,20 +363,68 @@ class LocalResponseNormalize(Function):
     """
 
     def forward(self, x, size, alpha, beta, k):
-        xp = self.xp
-        s = _channel_window_sum(xp, x * x, size // 2, (size - 1) // 2)
+        s = _channel_window_sum(self.xp, x * x, size // 2, (size - 1) // 2)
         s *= alpha / size
         s += k
         s_pow = s ** -beta
-        self.x, self.s, self.s_pow, self.hyper = x, s, s_pow, (size, alpha, beta)
+        self.save_for_backward(x, s, s_pow)
+        self.hyper = (size, alpha, beta, k)
         return x * s_pow
 
     def backward(self, gy):
-        xp, x, s, s_pow = self.xp, self.x, self.s, self.s_pow
-        size, alpha, beta = self.hyper
-        # d y_c / d x_j = [c == j] s_c^-beta - x_c * beta * s_c^(-beta-1) * (2 alpha / size) x_j  (j in c's window)
-        # Channel j is in c's window exactly when c is in j's mirrored window [j - (size-1)//2, j + size//2].
-        t = gy * x * s_pow / s
-        gx = gy * s_pow
-        gx -= (2 * alpha * beta / size) * x * _channel_window_sum(xp, t, (size - 1) // 2, size // 2)
-        return gx
+        return _lrn_backward(self.xp, gy, *self.saved, *self.hyper[:3])
+
+    def gradient(self, gy):
+        size, alpha, beta, k = self.hyper
+        return LocalResponseNormalizeBackward.apply(self.saved_tensors[0], gy, size=size, alpha=alpha, beta=beta, k=k)
+
+
+def _lrn_backward(xp, gy, x, s, s_pow, size, alpha, beta):
+    """gx of LocalResponseNormalize: d y_c / d x_j = [c == j] s_c^-beta - x_c beta s_c^(-beta-1) (2 alpha / size) x_j
+    for j in c's window. Channel j is in c's window exactly when c is in j's mirrored window
+    [j - (size-1)//2, j + size//2]."""
+    t = gy * x * s_pow / s
+    gx = gy * s_pow
+    gx -= (2 * alpha * beta / size) * x * _channel_window_sum(xp, t, (size - 1) // 2, size // 2)
+    return gx
+
+
+class LocalResponseNormalizeBackward(Function):
+    """LocalResponseNormalize's backward as an op: (x, gy) -> gx, linear in gy. Its gradient (docs section 9),
+    with p = s^-beta, q = p / s, c = 2 alpha beta / size, W the window sum and W' the mirrored one, z = W(u x):
+
+        d/dgy = p u - c x q z
+        d/dx  = -c x W'(q gy u) - c u W'(gy x q) - c z gy q + c (2 alpha (beta + 1) / size) x W'(z gy x q / s)
+
+    s, p and q are computed again from x in differentiable ops, so higher orders are right too.
+    """
+
+    def forward(self, x, gy, size, alpha, beta, k):
+        xp = self.xp
+        self.save_for_backward(x, gy)
+        self.hyper = (size, alpha, beta, k)
+        s = _channel_window_sum(xp, x * x, size // 2, (size - 1) // 2) * (alpha / size) + k
+        return _lrn_backward(xp, gy, x, s, s ** -beta, size, alpha, beta)
+
+    def gradient(self, u):
+        x, gy = self.saved_tensors
+        size, alpha, beta, k = self.hyper
+        before, after = size // 2, (size - 1) // 2
+
+        def window(a):
+            return ChannelWindowSum.apply(a, before=before, after=after)
+
+        def mirrored(a):
+            return ChannelWindowSum.apply(a, before=after, after=before)
+
+        s = window(x * x) * (alpha / size) + k
+        p = s ** -beta
+        q = p / s
+        c = 2 * alpha * beta / size
+        z = window(u * x)
+        ggy = p * u - c * x * q * z if self.needs_input_grad[1] else None
+        gx = None
+        if self.needs_input_grad[0]:
+            gx = (-c * x * mirrored(q * gy * u) - c * u * mirrored(gy * x * q) - c * z * gy * q
+                  + c * (2 * alpha * (beta + 1) / size) * x * mirrored(z * gy * x * q / s))
+        return gx, ggy

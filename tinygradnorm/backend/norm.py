@@ -1,0 +1,134 @@
+"""The normalization maths on arrays: the one interface every backend gives the normalization layers.
+
+``backend.norm`` has six methods, the first-order forward and backward of the three normalizations
+(docs/normalization.md, sections 1-3):
+
+- ``standardize_forward`` / ``standardize_backward``: x standardized over some axes, then a per-element
+  affine (BatchNorm, InstanceNorm, LayerNorm, GroupNorm), in training mode;
+- ``frozen_forward`` / ``frozen_backward``: the same with given statistics (eval mode);
+- ``rms_forward`` / ``rms_backward``: RMSNorm.
+
+``ArrayNorm`` below is the reference: the docs' formulas line by line, on NumPy or CuPy arrays (``xp``).
+CuPy runs it, and so does the CPU without Numba (or with TINYGRADNORM_JIT=0). The CPU's compiled kernels
+(cpu_kernels/norm.py) override each method where a kernel fits the input's layout and fall back to this
+code where none does. Either way the results come back in the same shapes: statistics float64 and shaped
+to broadcast against x, parameter gradients reduced to ``param_shape`` (the shape that broadcasts the
+parameters against x; the caller gives them back their own shape).
+
+The parameters arrive flat, as the modules hold them (BatchNorm's weight (C,)), with ``param_shape`` (for
+BatchNorm2d (1, C, 1, 1); for GroupNorm, whose x is viewed as (N, G, C/G, S), (1, G, C/G, 1)).
+"""
+
+
+class ArrayNorm:
+    """The reference implementation, on the arrays of ``xp`` (numpy or cupy)."""
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    # ---- training mode: standardize over ``axes``, then affine ---------------------------------------------
+    def standardize_forward(self, x, weight, bias, axes, eps, param_shape):
+        """y = x_hat * weight + bias, x_hat = (x - mean) * inv_std over ``axes``: (y, mean, biased var, inv_std).
+
+        Forward steps 1-6 of docs section 1, the statistics accumulated in float64 (docs section 6).
+        """
+        xp = self.xp
+        f64 = xp.float64
+        m = _count(x.shape, axes)
+        mean = x.sum(axis=axes, keepdims=True, dtype=f64) / m                             # step 1
+        centre = mean.astype(x.dtype)                                                     # the mean, in x's dtype
+        centred = x - centre                                                              # step 2
+        # NOTE: corrected two-pass (docs section 6). Σ centred is 0 only in exact arithmetic. What
+        # rounding left in it, shift, moves into the mean, and its square comes off the variance.
+        # The squares are taken in float64: float32 squares of values near 1e30 would overflow.
+        shift = centred.sum(axis=axes, keepdims=True, dtype=f64) / m
+        var = xp.square(centred, dtype=f64).sum(axis=axes, keepdims=True) / m - shift * shift   # step 3
+        var = xp.maximum(var, 0)
+        mean = centre.astype(f64) + shift
+        inv_std = 1 / xp.sqrt(var + eps)                                                  # step 4
+        x_hat = (centred - shift.astype(x.dtype)) * inv_std.astype(x.dtype)              # step 5
+        y = x_hat if weight is None else x_hat * weight.reshape(param_shape)              # step 6
+        if bias is not None:
+            y += bias.reshape(param_shape)
+        return y, mean, var, inv_std
+
+    def standardize_backward(self, x, gy, mean, inv_std, weight, axes, param_shape, need_weight, need_bias):
+        """(gx, ggamma, gbeta) by the closed form of docs section 1; ggamma and gbeta summed to ``param_shape``
+        (None where not needed)."""
+        xp = self.xp
+        f64, dt = xp.float64, x.dtype
+        m = _count(x.shape, axes)
+        centre = mean.astype(dt)
+        x_hat = ((x - centre) - (mean - centre).astype(dt)) * inv_std.astype(dt)         # step 5, rebuilt
+        g_hat = gy if weight is None else gy * weight.reshape(param_shape)                # step 6: g_hat = γ gy
+        sum_g_hat = g_hat.sum(axis=axes, keepdims=True, dtype=f64)                        # Σ g_hat
+        sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True, dtype=f64)         # Σ g_hat x_hat
+        # gx = (inv_std / m) (m g_hat - Σ g_hat - x_hat Σ (g_hat x_hat))
+        gx = (inv_std / m).astype(dt) * (m * g_hat - sum_g_hat.astype(dt) - x_hat * sum_g_hat_xhat.astype(dt))
+        ggamma = _sum_to(gy * x_hat, param_shape) if need_weight else None                # ggamma = Σ gy x_hat
+        gbeta = _sum_to(gy, param_shape) if need_bias else None                           # gbeta = Σ gy
+        return gx, ggamma, gbeta
+
+    # ---- eval mode: given statistics ------------------------------------------------------------------------
+    def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, param_shape):
+        """y = (x - mean) * inv_std * weight + bias with the given (flat) statistics: (y, mean, inv_std), the
+        last two float64 copies in ``param_shape``.
+
+        NOTE: mean is a float64 copy: the running statistics may change in place before backward (another
+        training forward), and the gradient must belong to the statistics this forward used.
+        """
+        xp = self.xp
+        mean = running_mean.reshape(param_shape).astype(xp.float64)
+        inv_std = 1 / xp.sqrt(running_var.reshape(param_shape).astype(xp.float64) + eps)
+        scale = inv_std if weight is None else inv_std * weight.reshape(param_shape)
+        y = (x - mean.astype(x.dtype)) * scale.astype(x.dtype)               # (x - mean) * inv_std * weight
+        if bias is not None:
+            y += bias.reshape(param_shape)                                    # + bias
+        return y, mean, inv_std
+
+    def frozen_backward(self, x, gy, mean, inv_std, weight, param_shape, need_weight, need_bias):
+        """(gx, ggamma, gbeta) of frozen_forward, the parameter gradients in ``param_shape``."""
+        scale = inv_std if weight is None else inv_std * weight.reshape(param_shape)
+        gx = gy * scale.astype(gy.dtype)                                      # gx = gy · inv_std · γ
+        # NOTE: ggamma = Σ gy (x - mean) inv_std, centred first. The shorter
+        # inv_std (Σ gy x - mean Σ gy) cancels catastrophically when |mean| >> std (float32,
+        # mean 1000, std 0.01: 14.572 where the exact value is 14.5432).
+        ggamma = _sum_to(gy * ((x - mean.astype(x.dtype)) * inv_std.astype(x.dtype)), param_shape) \
+            if need_weight else None
+        gbeta = _sum_to(gy, param_shape) if need_bias else None               # gbeta = Σ gy
+        return gx, ggamma, gbeta
+
+    # ---- RMSNorm ------------------------------------------------------------------------------------------
+    def rms_forward(self, x, weight, axes, eps):
+        """y = x_hat * weight with x_hat = x * inv_rms over the trailing ``axes``: (y, inv_rms), inv_rms float64."""
+        xp = self.xp
+        inv_rms = 1 / xp.sqrt(xp.square(x, dtype=xp.float64).sum(axis=axes, keepdims=True) / _count(x.shape, axes)
+                              + eps)
+        x_hat = x * inv_rms.astype(x.dtype)
+        return (x_hat if weight is None else x_hat * weight), inv_rms
+
+    def rms_backward(self, x, gy, inv_rms, weight, axes):
+        """(gx, ggamma): gx = inv_rms (g_hat - x_hat Σ(g_hat x_hat) / m), g_hat = weight gy (docs section 3);
+        ggamma in the weight's shape (None without one)."""
+        xp = self.xp
+        inv = inv_rms.astype(x.dtype)
+        x_hat = x * inv
+        g_hat = gy if weight is None else gy * weight
+        sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True, dtype=xp.float64)
+        gx = inv * (g_hat - x_hat * (sum_g_hat_xhat / _count(x.shape, axes)).astype(x.dtype))
+        ggamma = None if weight is None else _sum_to(gy * x_hat, weight.shape)           # ggamma = Σ gy x_hat
+        return gx, ggamma
+
+
+def _count(shape, axes):
+    m = 1
+    for a in axes:
+        m *= shape[a]
+    return m
+
+
+def _sum_to(a, shape):
+    """a summed over the leading axes it has beyond ``shape`` and over the axes where ``shape`` is 1."""
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and a.shape[lead + i] != 1)
+    return (a.sum(axis=axes, keepdims=True) if axes else a).reshape(shape)
