@@ -68,3 +68,25 @@ def test_kernel_backed_ops_on_the_numpy_path(monkeypatch, key, info, kind):
     outcomes = D.op_outcomes(key, info, "float32", torch) if kind == "op" else \
         D.module_outcomes(key, info, "float32", torch)
     _check(key, outcomes)
+
+
+@pytest.mark.parametrize("key, info", OPS, ids=[k for k, _ in OPS])
+def test_op_second_derivatives_match_torch(key, info):
+    """Every float64 sample where PyTorch has a double backward: the first gradients with create_graph=True and the
+    gradients of <grad, gg> with respect to the inputs and the upstream gradient."""
+    outcomes = D.op_second_order_outcomes(key, info, torch)
+    _check(key, outcomes)
+    assert key in D.SECOND_ORDER_CONVENTIONS or not any(o.kind == "convention" for o in outcomes)
+
+
+@pytest.mark.parametrize("path", ["compiled", "numpy"])
+@pytest.mark.parametrize("name, info", MODULES, ids=[k for k, _ in MODULES])
+def test_module_second_derivatives_match_torch_in_train_and_eval(monkeypatch, name, info, path):
+    """Each float64 ModuleInfo input in training and in eval mode: the second derivatives with respect to the input,
+    the parameters and the upstream gradient (kernel-backed layers once more on the NumPy path)."""
+    if path == "numpy":
+        if name not in KERNEL_BACKED:
+            pytest.skip("no compiled kernel behind this layer")
+        import tinygradnorm as tg
+        monkeypatch.setattr(tg.device("cpu").backend, "_kernels", None)
+    _check(name, D.module_second_order_outcomes(name, info, torch))

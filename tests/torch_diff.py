@@ -310,6 +310,145 @@ def _short(v):
     return repr(v)
 
 
+# ---- second order: the gradient of <grad, gg> with respect to the inputs and the upstream gradient ---------------
+def _second_order(lib, fn, args, kwargs, seed, torch, params=()):
+    """[first gradients with create_graph, then d<first, gg>/d(inputs, gy)] in one library, or None where there is
+    no second derivative to take; ``params`` (a module's) count as inputs. Unused inputs count as zero gradients
+    (None in either library)."""
+    is_torch = lib is torch
+    kind = torch.Tensor if is_torch else tg.Tensor
+    if is_torch:
+        args, kwargs = _fresh_leaves(args, torch), _fresh_leaves(kwargs, torch)
+    out = fn(*args, **kwargs)
+    floating = (lambda o: o.dtype.is_floating_point) if is_torch else (lambda o: o.dtype.kind == "f")
+    diff = [o for o in _outputs(out, kind) if o.requires_grad and floating(o)]
+    leaves = _leaves((args, kwargs), kind) + list(params)
+    if not diff or not leaves:
+        return None
+    make = (lambda a, o: torch.tensor(a, dtype=o.dtype)) if is_torch else (lambda a, o: tg.tensor(a, dtype=o.dtype))
+    rng = np.random.default_rng(seed)
+    gys = [make(rng.standard_normal(tuple(o.shape)), o).requires_grad_() for o in diff]
+    grad = torch.autograd.grad if is_torch else tg.autograd.grad
+    firsts = grad(diff, leaves, gys, create_graph=True, allow_unused=True)
+    used = [g for g in firsts if g is not None and g.requires_grad]
+    if not used:
+        return None
+    ggs = [make(rng.standard_normal(tuple(u.shape)), u) for u in used]
+    seconds = grad(used, leaves + gys, ggs, allow_unused=True)
+    return [_zero_if_none(g, t, torch, is_torch) for g, t in zip(list(firsts) + list(seconds), leaves + leaves + gys)]
+
+
+def _zero_if_none(g, like, torch, is_torch):
+    if g is not None:
+        return g.detach().clone() if is_torch else g     # (a clone: PyTorch may give a ZeroTensor)
+    return torch.zeros_like(like) if is_torch else tg.zeros_like(like)
+
+
+def run_op_sample_second_order(key, fn_theirs, sample, torch, seed=0):
+    """The Outcome of one float64 OpInfo sample at second order, or None where PyTorch has no second derivative."""
+    args_t = (sample.input,) + tuple(sample.args)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = _second_order(torch, fn_theirs, args_t, dict(sample.kwargs), seed, torch)
+    except Exception:           # noqa: BLE001  (PyTorch has no double backward here)
+        return None
+    if theirs is None:
+        return None
+    args, kwargs = _ours(args_t, torch), _ours(dict(sample.kwargs), torch)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with np.errstate(all="ignore"):
+                ours = _second_order(tg, OPS[key], args, kwargs, seed, torch)
+    except Exception as e:      # noqa: BLE001
+        return Outcome(_kind_of(e), f"{_describe(sample)}: {type(e).__name__}: {str(e)[:200]}")
+    if ours is None:
+        return Outcome("mismatch", f"{_describe(sample)}: no second derivative where PyTorch has one")
+    problem = _compare(ours, theirs, TOL["float64"])
+    if problem and key in SECOND_ORDER_CONVENTIONS and SECOND_ORDER_CONVENTIONS[key](args_t, ours, theirs, torch):
+        return Outcome("convention", f"{_describe(sample)}: {problem}")
+    return Outcome("mismatch", f"{_describe(sample)}: second order: {problem}") if problem else Outcome("pass")
+
+
+def _pow_at_a_zero_base(args, ours, theirs, torch):
+    """pow where the base is 0: the second derivative does not exist there (d/db of b a^(b-1) tends to -inf).
+    PyTorch gives nan (0 * log 0 in the backward of a where); ours composes the first-order convention that
+    d(a^b)/db = 0 at a = 0, b >= 0. Every other element must agree."""
+    base = args[0].detach().numpy() if isinstance(args[0], torch.Tensor) else np.asarray(args[0])
+    if not (base == 0).any():
+        return False
+    for a, b in zip(ours, theirs):
+        x, y = _as_np(a), _as_np(b)
+        keep = ~np.broadcast_to(base == 0, x.shape) if x.shape == np.broadcast_shapes(x.shape, base.shape) else True
+        with np.errstate(invalid="ignore"):
+            same = (x == y) | (np.isnan(x) & np.isnan(y)) | (np.abs(x - y) <= TOL["float64"] * (1 + np.abs(y)))
+        if not (same | ~keep).all():
+            return False
+    return True
+
+
+# Where PyTorch's and our second derivatives differ at points where the derivative does not exist, and why.
+SECOND_ORDER_CONVENTIONS = {"pow": _pow_at_a_zero_base}
+
+
+def op_second_order_outcomes(key, info, torch):
+    if not info.supports_autograd or torch.float64 not in info.supported_dtypes("cpu"):
+        return []
+    out = []
+    for i, sample in enumerate(_samples(info, torch.float64, torch)):
+        outcome = run_op_sample_second_order(key, info.op, sample, torch, seed=i)
+        if outcome is not None:
+            out.append(outcome)
+    return out
+
+
+def run_module_input_second_order(name, module_input, training, torch, seed=0):
+    """The float64 module input at second order, with respect to the inputs and the parameters, in training or eval
+    mode; None where PyTorch has no second derivative (or cannot run the input)."""
+    cls_t = getattr(torch.nn, name)
+    c_args, c_kwargs = module_input.constructor_input.args, dict(module_input.constructor_input.kwargs)
+    f_args, f_kwargs = module_input.forward_input.args, dict(module_input.forward_input.kwargs)
+    try:
+        theirs = cls_t(*c_args, **c_kwargs).double()
+        state = {k: v.clone() for k, v in theirs.state_dict().items()}
+        theirs.train(training)
+        params_t = [p for _, p in sorted(theirs.named_parameters())]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = _second_order(torch, theirs, f_args, f_kwargs, seed, torch, params_t)
+    except Exception:           # noqa: BLE001
+        return None
+    if expected is None:
+        return None
+    where = f"{c_args} {c_kwargs} on {_shapes(f_args)} ({'train' if training else 'eval'})"
+    try:
+        ours = getattr(nn, name)(*_ours(c_args, torch), **_ours(c_kwargs, torch)).double()
+        ours.load_state_dict({k: _ours(v, torch) for k, v in state.items()})
+        ours.train(training)
+        params = [p for _, p in sorted(ours.named_parameters())]
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            got = _second_order(tg, ours, _ours(f_args, torch), _ours(f_kwargs, torch), seed, torch, params)
+    except Exception as e:      # noqa: BLE001
+        return Outcome(_kind_of(e), f"{where}: {type(e).__name__}: {str(e)[:200]}")
+    if got is None:
+        return Outcome("mismatch", f"{where}: no second derivative where PyTorch has one")
+    problem = _compare(got, expected, TOL["float64"])
+    return Outcome("mismatch", f"{where}: second order: {problem}") if problem else Outcome("pass")
+
+
+def module_second_order_outcomes(name, info, torch):
+    out = []
+    for training in (True, False):
+        for i, mi in enumerate(info.module_inputs_func(info, device="cpu", dtype=torch.float64, requires_grad=True,
+                                                        training=training)):
+            outcome = run_module_input_second_order(name, mi, training, torch, seed=i)
+            if outcome is not None:
+                out.append(outcome)
+    return out
+
+
 def run_error_input(key, error_input, torch):
     """'pass' when ours raises on an input PyTorch refuses; otherwise what happened."""
     sample = error_input.sample_input

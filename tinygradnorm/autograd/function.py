@@ -160,7 +160,7 @@ class Function:
         if type(data) is tuple:
             return fn._outputs(data, inputs, record)
         if not isinstance(data, xp.ndarray):
-            data = xp.asarray(data)  # NOTE: NumPy returns scalars from 0-d results; keep arrays
+            data = fn._as_output_array(data)
         out = Tensor._wrap(data, dev, False, None)
         if cls.is_view:
             share_view(out, inputs[0], record)
@@ -168,11 +168,19 @@ class Function:
             fn.link(inputs, (out,))
         return out
 
+    def _as_output_array(self, value):
+        """A forward's result as an array. NOTE: NumPy returns scalars from 0-d results; the output must be an
+        array, and where forward saved that scalar, the array stands in for it (so that it is the output)."""
+        array = self.xp.asarray(value)
+        if any(a is value for a in self._saved):
+            self._saved = tuple(array if a is value else a for a in self._saved)
+        return array
+
     def _outputs(self, data, inputs, record):
         """The Tensors of a forward that returned a tuple of arrays (None stays None): a tuple of them, or the one."""
         xp, dev = self.xp, self.device
-        outs = tuple(None if d is None else Tensor._wrap(d if isinstance(d, xp.ndarray) else xp.asarray(d), dev,
-                                                         False, None) for d in data)
+        outs = tuple(None if d is None else Tensor._wrap(d if isinstance(d, xp.ndarray) else self._as_output_array(d),
+                                                         dev, False, None) for d in data)
         self.n_out = len(outs)
         if type(self).is_view:
             for out in outs:
