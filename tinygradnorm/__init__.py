@@ -11,7 +11,7 @@ from .creation import (tensor, as_tensor, from_numpy, from_dlpack, empty, zeros,
 from .ops import (add, sub, mul, div, pow, neg, eq, ne, lt, le, gt, ge, exp, log, sqrt, rsqrt, abs, tanh, sigmoid, relu, maximum, minimum, clip, where, sum, mean, var,
                   max, min, amax, amin, argmax, argmin, logsumexp, softmax, log_softmax, reshape, permute,
                   transpose, flatten, squeeze, unsqueeze, broadcast_to, pad, cat, stack, matmul)
-from .gradcheck import gradcheck, GradcheckError
+from .gradcheck import gradcheck, gradgradcheck, GradcheckError
 from .serialization import save, load, get_rng_state, set_rng_state, CheckpointError
 from . import cuda, data, nn, optim, testing, viz  # noqa: E402,F401  (tg.nn.Linear, tg.optim.SGD, tg.cuda..., as in PyTorch)
 
