@@ -29,14 +29,15 @@ def _fresh(inputs, create_graph):
     return tuple(t if create_graph and t.requires_grad else t.detach().requires_grad_() for t in inputs)
 
 
-def _grads(outputs, inputs, grad_outputs, create_graph, strict, fn_name):
+def _grads(outputs, inputs, grad_outputs, create_graph, strict, fn_name, retain_graph=None):
     """grad of outputs with respect to inputs, zeros where an input is unused (an error when strict)."""
     outs = [o for o in outputs if o.requires_grad]
     gos = [g for o, g in zip(outputs, grad_outputs) if o.requires_grad]
     if not outs:
         results = [None] * len(inputs)
     else:
-        results = list(grad(outs, inputs, gos, create_graph=create_graph, allow_unused=True))
+        results = list(grad(outs, inputs, gos, retain_graph=retain_graph, create_graph=create_graph,
+                            allow_unused=True))
     for i, (r, x) in enumerate(zip(results, inputs)):
         if r is None:
             if strict:
@@ -125,8 +126,8 @@ def jacobian(func, inputs, create_graph=False, strict=False):
         rows = [[] for _ in xs]
         flat = y.reshape(-1)
         for k in range(flat.numel()):
-            g = _grads((flat[k],), xs, (None,), create_graph, strict, "jacobian") if y.requires_grad else \
-                tuple(zeros_like(x) for x in xs)
+            g = _grads((flat[k],), xs, (None,), create_graph, strict, "jacobian", retain_graph=True) \
+                if y.requires_grad else tuple(zeros_like(x) for x in xs)
             for j, gj in enumerate(g):
                 rows[j].append(gj)
         per_output.append(tuple(_assemble(rows[j], y.shape, x.shape, x) for j, x in enumerate(xs)))

@@ -5,6 +5,7 @@ from ..autograd import no_grad
 from ..backend import Device, device as as_device, is_array, transfer
 from ..dtypes import float16, float32, float64
 from ..tensor import Tensor
+from .hooks import add_hook, call_with_hooks
 
 
 class Parameter(Tensor):
@@ -24,6 +25,8 @@ class Parameter(Tensor):
 
 class Module:
     """Base class of every layer: registers parameters, buffers and submodules as attributes are set."""
+
+    _hooks = None               # a ModuleHooks once a hook is registered (nn/hooks.py)
 
     def __init__(self):
         object.__setattr__(self, "training", True)
@@ -267,7 +270,28 @@ class Module:
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required \"forward\" function")
 
     def __call__(self, *args, **kwargs):
+        if self._hooks:
+            return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # ---- hooks (nn/hooks.py), as in PyTorch; each returns a handle whose remove() takes the hook off -----------
+    def register_forward_pre_hook(self, hook):
+        """hook(module, args) before forward; a tuple (or a single value) it returns replaces the arguments."""
+        return add_hook(self, "forward_pre", hook)
+
+    def register_forward_hook(self, hook):
+        """hook(module, args, output) after forward; a value it returns replaces the output."""
+        return add_hook(self, "forward", hook)
+
+    def register_full_backward_hook(self, hook):
+        """hook(module, grad_input, grad_output) once the gradients with respect to the module's inputs are known
+        (one entry per positional argument, None where there is none); a tuple it returns replaces grad_input."""
+        return add_hook(self, "backward", hook)
+
+    def register_full_backward_pre_hook(self, hook):
+        """hook(module, grad_output) when the gradients of the module's outputs arrive; a tuple it returns
+        replaces grad_output."""
+        return add_hook(self, "backward_pre", hook)
 
     def extra_repr(self):
         return ""
