@@ -89,6 +89,48 @@ def equivalence(sizes):
     report(results)
 
 
+def double_backward(sizes):
+    """SyncBatchNorm on this rank's shard against one process's BatchNorm on the whole batch, at second and third
+    order: a gradient penalty's gradients with respect to the input, weight and bias, then the gradient of a
+    function of those. Parameter gradients are summed over the ranks (each rank holds its share)."""
+    n = sum(sizes)
+    mine = _shards(sizes)
+    rng = np.random.default_rng(3)
+    out = {}
+    for name, make, shape in (("bn1d", lambda: nn.BatchNorm1d(3), (3,)), ("bn2d", lambda: nn.BatchNorm2d(2),
+                                                                         (2, 3, 2))):
+        x0 = rng.standard_normal((n,) + shape) * 1.5 + 0.5
+        c, d, e = (rng.standard_normal((n,) + shape) for _ in range(3))
+        ref, sync = make().double(), nn.SyncBatchNorm.convert_sync_batchnorm(make().double())
+        w0, b0 = rng.uniform(0.5, 1.5, shape[0]), rng.standard_normal(shape[0])
+        for m in (ref, sync):
+            m.weight.data[...], m.bias.data[...] = w0, b0
+        results = []
+        for m, part in ((ref, slice(None)), (sync, mine)):
+            x = tg.tensor(x0[part], requires_grad=True)
+            params = [m.weight, m.bias]
+            y = m(x)
+            gx, = tg.autograd.grad((y * tg.tensor(c[part])).sum(), x, create_graph=True)
+            penalty = (gx * gx * tg.tensor(d[part])).sum()
+            second = tg.autograd.grad(penalty, [x] + params, create_graph=True, materialize_grads=True)
+            # NOTE: linear in the parameters' gradients, which each rank holds a share of (their sum is the whole).
+            third = tg.autograd.grad(sum(((g * tg.tensor(w0)).sum() for g in second[1:]),
+                                         (second[0] * tg.tensor(e[part])).sum()),
+                                     [x] + params, materialize_grads=True)
+            results.append([gx] + list(second) + list(third))
+        errors = []
+        for expected, got in zip(*results):
+            expected, got = expected.numpy(), got.numpy()
+            if expected.shape == x0.shape:                       # an input-shaped gradient: this rank's rows
+                errors.append(_max_diff(expected[mine], got))
+            else:                                                # a parameter's: the sum over ranks
+                total = tg.tensor(got.copy())
+                dist.all_reduce(total)
+                errors.append(_max_diff(expected, total.numpy()))
+        out[name] = max(errors)
+    report(out)
+
+
 def lenet(sizes):
     from lenet import lenet as build
     report({"lenet": compare_runs(lambda: build("batch"), sizes, (1, 28, 28))})
@@ -153,6 +195,6 @@ if __name__ == "__main__":
     dist.init_process_group("mpi")
     mode = sys.argv[1]
     args = [[int(v) for v in a.split(",")] for a in sys.argv[2:]]
-    {"equivalence": equivalence, "lenet": lenet, "collectives": collectives, "mismatch": mismatch, "abort": abort,
+    {"equivalence": equivalence, "double_backward": double_backward, "lenet": lenet, "collectives": collectives, "mismatch": mismatch, "abort": abort,
      "no_sync": no_sync}[mode](*args)
     dist.destroy_process_group()

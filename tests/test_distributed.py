@@ -44,6 +44,16 @@ def test_sync_batch_norm_with_ddp_is_one_process_on_the_whole_batch(n, sizes):
 
 
 @needs_mpi
+@pytest.mark.parametrize("n, sizes", [(2, "2,5"), (3, "0,3,4"), (3, "4,1,2")])
+def test_sync_batch_norm_double_backward_is_one_process_batch_norms(n, sizes):
+    """A gradient penalty through SyncBatchNorm, second and third order, on uneven shards: within 1e-10 of one
+    process's BatchNorm on the whole batch."""
+    for rank_result in _mpirun(n, "double_backward", sizes):
+        for layer, error in rank_result.items():
+            assert error < TOL, (layer, error)
+
+
+@needs_mpi
 @pytest.mark.parametrize("n, sizes", [(2, "1,5"), (3, "2,0,5")])
 def test_the_lenet_network_trains_the_same_on_several_processes(n, sizes):
     for rank_result in _mpirun(n, "lenet", sizes):

@@ -155,12 +155,14 @@ def _double_backward(fn, x, gy, weight, u, v, w, mean, inv_std, centred):
 
     xs, gys = viewed(x), viewed(gy)
 
+    average = getattr(fn, "average", None)      # SyncBatchNorm's: over every rank's examples
+
     def avg(a):
-        return a.mean(axes, keepdim=True)
+        return a.mean(axes, keepdim=True) if average is None else average(a)
 
     if is_grad_enabled():
         xc = xs - avg(xs) if centred else xs
-        inv_std = ((xc * xc).mean(axes, keepdim=True) + fn.eps).rsqrt()
+        inv_std = (avg(xc * xc) + fn.eps).rsqrt()
     else:
         dt = xs.dtype
         xc = xs - Tensor._wrap(mean.astype(dt), xs.device, False, None) if centred else xs

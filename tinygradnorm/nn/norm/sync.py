@@ -7,7 +7,8 @@ formula of Chan, Golub and LeVeque, never through E[x²] - E[x]² (distributed.g
 none or one included: the global statistics weight each rank by its count.
 
 Backward: the closed form of section 1 needs only two sums per channel over the whole batch, Σgy and
-Σ(gy·x_hat), so one all-reduce of 2·C numbers is all the backward communicates. The weight's and bias's
+Σ(gy·x_hat), so one all-reduce of 2·C numbers is all the backward communicates. The double backward
+(SyncStandardizeBackward) is batch norm's with global means, through a differentiable all-reduce. The weight's and bias's
 gradients are this rank's own sums: DistributedDataParallel averages them with the other ranks' like every
 other parameter's.
 
@@ -19,16 +20,20 @@ from ... import distributed as dist
 from ...autograd import Function
 from ...ops._util import sum_to
 from .functional import _check_dtypes, _check_eps, _check_vector, _update_running
+from .fused import Standardize, _double_backward
 from .modules import _BatchNorm, _attr
 
 
 class SyncStandardize(Function):
-    """Batch norm's standardization (axes: all but 1) with statistics over every rank's batch."""
+    """Batch norm's standardization (axes: all but 1) with statistics over every rank's batch; also returns the
+    global mean and unbiased variance (without a gradient), for the running statistics."""
 
-    def forward(self, x, *params, eps, has_weight, has_bias, param_shape, stats):
+    non_differentiable = (1, 2)
+
+    def forward(self, x, *params, eps, has_weight, has_bias, param_shape):
         xp = self.xp
-        weight = params[0].reshape(param_shape) if has_weight else None
-        bias = params[-1].reshape(param_shape) if has_bias else None
+        weight = params[0] if has_weight else None
+        bias = params[-1] if has_bias else None
         f64 = xp.float64
         axes = (0,) + tuple(range(2, x.ndim))
         n_local = math.prod(x.shape[a] for a in axes)
@@ -50,37 +55,83 @@ class SyncStandardize(Function):
             raise ValueError(f"Expected more than 1 value per channel when training, got {m} over all ranks (input "
                              f"size {tuple(x.shape)} on this rank)")
         var = m2 / m                                             # biased: the batch is normalized with it
-        inv_std = 1 / xp.sqrt(var + eps)
-        self.mean, self.inv_std = mean.reshape(param_shape), inv_std.reshape(param_shape)
-        x_hat = (x - self.mean.astype(x.dtype)) * self.inv_std.astype(x.dtype)
-        y = x_hat if weight is None else x_hat * weight
+        inv_std = (1 / xp.sqrt(var + eps)).reshape(param_shape)
+        mean_b = mean.reshape(param_shape)
+        x_hat = (x - mean_b.astype(x.dtype)) * inv_std.astype(x.dtype)
+        y = x_hat if weight is None else x_hat * weight.reshape(param_shape)
         if bias is not None:
-            y = y + bias
-        stats["mean"], stats["var_unbiased"], stats["m"] = mean, m2 / (m - 1), m
-        self.x, self.weight, self.m, self.axes = x, weight, m, axes
-        self.param_shape, self.param_shapes = param_shape, [p.shape for p in params]
-        self.has_bias = has_bias
-        return y.astype(x.dtype, copy=False)
+            y = y + bias.reshape(param_shape)
+        self.save_for_backward(x, weight, mean_b, inv_std)
+        self.m, self.axes, self.eps, self.view, self.param_shape = m, axes, eps, None, param_shape
+        self.has_bias, self.param_shapes = has_bias, [p.shape for p in params]
+        return y.astype(x.dtype, copy=False), mean, m2 / (m - 1)
 
-    def backward(self, gy):
-        xp, x, axes = self.xp, self.x, self.axes
-        f64 = xp.float64
-        x_hat = (x - self.mean.astype(x.dtype)) * self.inv_std.astype(x.dtype)
-        # This rank's Σgy and Σgy·x_hat per channel, then their sums over every rank: one all-reduce of 2·C.
-        sum_gy, sum_gy_xhat = dist.all_reduce_sums(gy.sum(axis=axes, dtype=f64), (gy * x_hat).sum(axis=axes, dtype=f64))
-        sum_gy = xp.asarray(sum_gy).reshape(self.param_shape)
-        sum_gy_xhat = xp.asarray(sum_gy_xhat).reshape(self.param_shape)
-        scale = self.inv_std if self.weight is None else self.inv_std * self.weight
-        # gx = inv_std·weight·(gy - (Σgy + x_hat·Σ(gy·x_hat)) / m), with the sums and m over every rank
-        gx = scale.astype(x.dtype) * (gy - ((sum_gy + x_hat * sum_gy_xhat) / self.m).astype(x.dtype))
-        grads = []
-        if self.weight is not None:                              # this rank's own: DDP averages them
-            grads.append(sum_to(gy * x_hat, self.param_shape).reshape(self.param_shapes[0])
-                         if self.needs_input_grad[1] else None)
-        if self.has_bias:
-            grads.append(sum_to(gy, self.param_shape).reshape(self.param_shapes[-1])
-                         if self.needs_input_grad[len(grads) + 1] else None)
-        return (gx.astype(x.dtype, copy=False), *grads)
+    def backward(self, gy, *_):
+        x, weight, mean, inv_std = self.saved
+        return self._per_input(_sync_grads(self.xp, x, gy, weight, mean, inv_std, self.m, self.axes,
+                                           self.param_shape, self._needs()))
+
+    def gradient(self, gy, *_):
+        x, weight = self.saved_tensors[:2]
+        mean, inv_std = self.saved[2:]
+        grads = SyncStandardizeBackward.apply(x, gy, *([weight] if weight is not None else []), mean=mean,
+                                              inv_std=inv_std, m=self.m, axes=self.axes, eps=self.eps,
+                                              param_shape=self.param_shape, needs=self._needs())
+        return self._per_input(grads)
+
+    _needs = Standardize._needs
+    _per_input = Standardize._per_input
+
+
+def _sync_grads(xp, x, gy, weight, mean, inv_std, m, axes, param_shape, needs):
+    """(gx, ggamma, gbeta) of SyncStandardize: the closed form of section 1 with Σgy and Σ(gy·x_hat) over every
+    rank (one all-reduce of 2·C numbers); ggamma and gbeta are this rank's own sums (DDP averages them)."""
+    f64 = xp.float64
+    x_hat = (x - mean.astype(x.dtype)) * inv_std.astype(x.dtype)
+    sum_gy, sum_gy_xhat = dist.all_reduce_sums(gy.sum(axis=axes, dtype=f64), (gy * x_hat).sum(axis=axes, dtype=f64))
+    sum_gy = xp.asarray(sum_gy).reshape(param_shape)
+    sum_gy_xhat = xp.asarray(sum_gy_xhat).reshape(param_shape)
+    scale = inv_std if weight is None else inv_std * weight.reshape(param_shape)
+    # gx = inv_std·weight·(gy - (Σgy + x_hat·Σ(gy·x_hat)) / m), with the sums and m over every rank
+    gx = scale.astype(x.dtype) * (gy - ((sum_gy + x_hat * sum_gy_xhat) / m).astype(x.dtype)) if needs[0] else None
+    ggamma = sum_to(gy * x_hat, param_shape) if needs[1] else None
+    gbeta = sum_to(gy, param_shape) if needs[2] else None
+    return gx, ggamma, gbeta
+
+
+class SyncStandardizeBackward(Function):
+    """SyncStandardize's backward as an op: (x, gy[, weight]) -> (gx, ggamma, gbeta). Its gradient is batch norm's
+    double backward (docs section 9) with every mean taken over all ranks' examples: the per-rank sums go through
+    a differentiable all-reduce (AllReduceSum), so the third and higher orders are right on every rank too."""
+
+    def forward(self, x, gy, *weight, mean, inv_std, m, axes, eps, param_shape, needs):
+        weight = weight[0] if weight else None
+        self.save_for_backward(x, gy, weight, mean, inv_std)
+        self.m, self.axes, self.eps, self.view, self.param_shape = m, axes, eps, None, param_shape
+        return _sync_grads(self.xp, x, gy, weight, mean, inv_std, m, axes, param_shape, needs)
+
+    def average(self, a):
+        """The mean over every rank's examples, per channel, of a Tensor: its local sums, all-reduced."""
+        return AllReduceSum.apply(a.sum(self.axes, keepdim=True)) / self.m
+
+    def gradient(self, u, v, w):
+        x, gy, weight = self.saved_tensors[:3]
+        mean, inv_std = self.saved[3:]
+        return _double_backward(self, x, gy, weight, u, v, w, mean, inv_std, centred=True)
+
+
+class AllReduceSum(Function):
+    """The sum of a tensor over every rank, on every rank. Each rank's loss depends on the sum, so the gradient is
+    the all-reduce of the gradients: the op is its own adjoint, and differentiable to any order."""
+
+    def forward(self, a):
+        return self.xp.asarray(dist.all_reduce_sums(a)[0]).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        return self.xp.asarray(dist.all_reduce_sums(g)[0]).astype(g.dtype, copy=False)
+
+    def gradient(self, g):
+        return AllReduceSum.apply(g)
 
 
 class SyncBatchNorm(_BatchNorm):
@@ -112,15 +163,13 @@ class SyncBatchNorm(_BatchNorm):
             _check_vector("sync_batch_norm", what, t, c, input)
         _check_dtypes("sync_batch_norm", input, weight, bias, running_mean, running_var)
         _check_eps("sync_batch_norm", self.eps)
-        stats = {}
         params = [p for p in (weight, bias) if p is not None]
         shape = (1, c) + (1,) * (input.data.ndim - 2)
-        y = SyncStandardize.apply(input, *params, eps=self.eps, has_weight=weight is not None,
-                                  has_bias=bias is not None, param_shape=shape, stats=stats)
+        y, mean, var_unbiased = SyncStandardize.apply(input, *params, eps=self.eps, has_weight=weight is not None,
+                                                      has_bias=bias is not None, param_shape=shape)
         if self.track_running_stats:
-            xp = input.xp
-            _update_running(running_mean, xp.asarray(stats["mean"]), factor)
-            _update_running(running_var, xp.asarray(stats["var_unbiased"]), factor)
+            _update_running(running_mean, mean.data, factor)
+            _update_running(running_var, var_unbiased.data, factor)
         return y
 
     @classmethod
