@@ -224,8 +224,8 @@ def test_gradgradcheck_passes_on_every_layer(case, training, torch, cpu_path):
 
 # Planted wrong double backwards: (what, function, text, replacement, a case whose gradient runs it, training).
 PLANTED = [
-    ("the k term of the train-mode double backward", "_double_backward", "gx = -(inv_std * inv_std) * (x_hat * k +",
-     "gx = -(inv_std * inv_std) * (0 * k +", "bn2d-affine1-track1", True),
+    ("the k term of the train-mode double backward", "ArrayNorm.standardize_double_backward", "gx = x_hat * k",
+     "gx = x_hat * 0", "bn2d-affine1-track1", True),
     ("the cross term of the eval-mode double backward", "FrozenStandardizeBackward.gradient", "gx = gy * s * vs",
      "gx = gy * vs", "bn2d-affine1-track1", False),
     ("a term of local response norm's double backward", "LocalResponseNormalizeBackward.gradient",
@@ -236,13 +236,16 @@ PLANTED = [
 @pytest.mark.parametrize("what, where, old, new, case_id, training", PLANTED, ids=[p[0] for p in PLANTED])
 def test_planted_wrong_double_backward_is_caught(monkeypatch, what, where, old, new, case_id, training, torch,
                                                  cpu_path):
+    from tinygradnorm.backend import norm
     from tinygradnorm.nn.norm import fused
-    if "." in where:
-        cls_name, method = where.split(".")
-        cls = getattr(fused, cls_name)
-        monkeypatch.setattr(cls, method, mutant(getattr(cls, method), old, new))
+    if where == "ArrayNorm.standardize_double_backward" and cpu_path == "compiled":
+        from tinygradnorm.backend.cpu_kernels import norm as kernels        # the same slip in the kernel
+        monkeypatch.setattr(kernels, "_double_backward", mutant(
+            kernels._double_backward, "a3 = -s2 * (kk - 2.0 * m_gx * m_ux)", "a3 = -s2 * (0.0 - 2.0 * m_gx * m_ux)"))
     else:
-        monkeypatch.setattr(fused, where, mutant(getattr(fused, where), old, new))
+        cls_name, method = where.split(".")
+        cls = getattr(norm if cls_name == "ArrayNorm" else fused, cls_name)
+        monkeypatch.setattr(cls, method, mutant(getattr(cls, method), old, new))
     case = ALL[IDS.index(case_id)]
     ours, _ = _modules(case, torch, training)
     names, leaves = _leaves(ours, tg.tensor(_input(case), requires_grad=True), tg)
@@ -253,6 +256,22 @@ def test_planted_wrong_double_backward_is_caught(monkeypatch, what, where, old, 
     with pytest.raises(AssertionError, match="order 2"):
         _assert_close(_derivatives(tg, _call(ours, names, tg), leaves, 2),
                       _derivatives(tg, _call(comp, names, tg), leaves_c, 2), tol=1e-10)
+
+
+def test_a_wrong_differentiable_double_backward_is_caught_at_third_order(monkeypatch, torch):
+    """The Tensor-op double backward (what the second derivative is built from when a graph of it is recorded) with
+    the k term dropped: the check of the chain up to the third order fails (the second derivative taken with
+    create_graph=True is already off)."""
+    from tinygradnorm.nn.norm import fused
+    monkeypatch.setattr(fused, "_double_backward", mutant(fused._double_backward, "(x_hat * k +", "(0 * k +"))
+    case = ALL[IDS.index("ln_last")]
+    ours, theirs = _modules(case, torch, True)
+    x0 = _input(case)
+    names, leaves_t = _leaves(theirs, torch.tensor(x0, requires_grad=True), torch)
+    _, leaves_o = _leaves(ours, tg.tensor(x0, requires_grad=True), tg)
+    expected = _derivatives(torch, _torch_formula(case, theirs, torch, True), leaves_t, 3)
+    with pytest.raises(AssertionError, match="order [23]"):
+        _assert_close(_derivatives(tg, _call(ours, names, tg), leaves_o, 3), expected)
 
 
 def test_statistics_taken_as_constants_are_caught_at_third_order(monkeypatch, torch):

@@ -69,6 +69,55 @@ class ArrayNorm:
         gbeta = _sum_to(gy, param_shape) if need_bias else None                           # gbeta = Σ gy
         return gx, ggamma, gbeta
 
+    def standardize_double_backward(self, x, gy, weight, u, v, w, mean, inv_std, axes, param_shape, centred=True,
+                                    need=(True, True, True)):
+        """(gx, ggy, gweight): the gradients with respect to x, gy and the weight of <gx, u> + <ggamma, v> +
+        <gbeta, w> (docs section 9), where u, v, w (any of them None) arrive at standardize_backward's gx, ggamma
+        and gbeta. ``centred`` False is RMSNorm's (mean None). ``need`` says which of the three to return; gweight
+        in ``param_shape``. The statistics are the saved ones: on arrays, nothing differentiates this again."""
+        xp = self.xp
+        f64, dt = xp.float64, x.dtype
+        m = _count(x.shape, axes)
+
+        def avg(a):
+            return (a.sum(axis=axes, keepdims=True, dtype=f64) / m).astype(dt)
+
+        s = inv_std.astype(dt)
+        x_hat = (x - mean.astype(dt)) * s if centred else x * s
+        gamma = None if weight is None else weight.reshape(param_shape).astype(dt, copy=False)
+        g_hat = gy if gamma is None else gy * gamma
+
+        def project(a):                                 # P(a) = a - mean(a) - x_hat mean(a x_hat)
+            p = a - x_hat * avg(a * x_hat)
+            return p - avg(a) if centred else p
+
+        gx = ggy = gw = None
+        if u is not None:
+            mean_u_xhat, mean_g_xhat = avg(u * x_hat), avg(g_hat * x_hat)
+            k = avg(g_hat * u) - mean_g_xhat * mean_u_xhat
+            if centred:
+                k -= avg(g_hat) * avg(u)
+            p_u = project(u)
+            p_u *= s                                    # inv_std P(u)
+            if need[0]:
+                gx = x_hat * k
+                gx += project(g_hat) * mean_u_xhat
+                gx += p_u * (mean_g_xhat / s)
+                gx *= -(s * s)
+            ggy = p_u * gamma if gamma is not None else p_u
+            if weight is not None and need[2]:
+                gw = _sum_to(gy * p_u, param_shape)
+        if v is not None:
+            vs = v.reshape(param_shape).astype(dt, copy=False)
+            if need[0]:
+                term = project(gy * vs) * s
+                gx = term if gx is None else gx + term
+            ggy = x_hat * vs if ggy is None else ggy + x_hat * vs
+        if w is not None:
+            ws = w.reshape(param_shape).astype(dt, copy=False)
+            ggy = xp.broadcast_to(ws, x.shape).copy() if ggy is None else ggy + ws
+        return (gx if need[0] else None), (ggy if need[1] else None), gw
+
     # ---- eval mode: given statistics ------------------------------------------------------------------------
     def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, param_shape):
         """y = (x - mean) * inv_std * weight + bias with the given (flat) statistics: (y, mean, inv_std), the

@@ -45,7 +45,30 @@ class Sigmoid(Function):
 
     def gradient(self, g):
         out, = self.saved_tensors
-        return g * out * (1 - out)
+        return SigmoidBackward.apply(out, g)
+
+
+class SigmoidBackward(Function):
+    """Sigmoid's backward as an op: (y, g) -> g * y * (1 - y), one compiled pass on the CPU. Its gradient:
+    d/dg = u * y * (1 - y) (this op again), d/dy = u * g * (1 - 2 y)."""
+
+    def forward(self, y, g):
+        self.save_for_backward(y, g)
+        kernels = compiled_kernels(self.backend, y)
+        if kernels is not None:
+            return kernels.sigmoid_backward(contiguous(self.xp, y), contiguous(self.xp, g))
+        return g * y * (1 - y)
+
+    def backward(self, u):
+        y, g = self.saved
+        kernels = compiled_kernels(self.backend, y)
+        gg = kernels.sigmoid_backward(contiguous(self.xp, y), contiguous(self.xp, u)) if kernels is not None else \
+            u * y * (1 - y)
+        return u * g * (1 - 2 * y), gg
+
+    def gradient(self, u):
+        y, g = self.saved_tensors
+        return u * g * (1 - 2 * y), SigmoidBackward.apply(y, u)
 
 
 class Tanh(Function):

@@ -560,6 +560,81 @@ def _rms_backward(x, gy, inv_rms, weight, gx, sum_gy_xhat):
                     gx[s, k] = inv * weight[k] * gy[s, k] + a * x[s, k]
 
 
+# ---- the double backward: any layout, viewed as (P, S, Q) -------------------------------------------------------
+@pjit
+def _double_backward(x, gy, u, v, w, weight, mean, inv_std, n_per, centred, has_u, has_v, has_w, gx, ggy, part):
+    """docs section 9 for statistic s = x[:, s, :]. The weight (and v, w: the gradients arriving at ggamma and
+    gbeta) are (G, K) arrays, element (p, s, q) taking entry [s % G, q // n_per]; part (S, K) receives each
+    statistic's Σ over its elements with that k of gy·inv_std·P(u), the weight's gradient before the statistics
+    sharing a weight are added up. centred False is RMSNorm's (mean ignored). Every sum is float64."""
+    p_, n_stats, q_ = x.shape
+    n_groups = weight.shape[0]
+    m = p_ * q_
+    for s in prange(n_stats):
+        g = s % n_groups
+        mu = mean[s] if centred else 0.0
+        inv = inv_std[s]
+        s_u = 0.0
+        s_ux = 0.0
+        s_g = 0.0
+        s_gx = 0.0
+        s_gu = 0.0
+        s_c = 0.0
+        s_cx = 0.0
+        for i in range(p_):
+            for j in range(q_):
+                k = j // n_per
+                xh = (x[i, s, j] - mu) * inv
+                gh = gy[i, s, j] * weight[g, k]
+                s_g += gh
+                s_gx += gh * xh
+                if has_u:
+                    uu = u[i, s, j]
+                    s_u += uu
+                    s_ux += uu * xh
+                    s_gu += gh * uu
+                if has_v:
+                    c = gy[i, s, j] * v[g, k]
+                    s_c += c
+                    s_cx += c * xh
+        m_u, m_ux, m_g, m_gx, m_gu, m_c, m_cx = s_u / m, s_ux / m, s_g / m, s_gx / m, s_gu / m, s_c / m, s_cx / m
+        if not centred:
+            m_u = 0.0
+            m_g = 0.0
+            m_c = 0.0
+        kk = m_gu - m_g * m_u - m_gx * m_ux
+        # gx = -inv² [x_hat k + P(g_hat) mean(u x_hat) + P(u) mean(g_hat x_hat)] + inv P(gy v)
+        #    = a1 g_hat + a2 u + a3 x_hat + a4 + inv (c - mean(c) - x_hat mean(c x_hat))
+        s2 = inv * inv
+        a1 = -s2 * m_ux
+        a2 = -s2 * m_gx
+        a3 = -s2 * (kk - 2.0 * m_gx * m_ux) - inv * m_cx
+        a4 = s2 * (m_g * m_ux + m_u * m_gx) - inv * m_c
+        for k in range(part.shape[1]):
+            part[s, k] = 0.0
+        for i in range(p_):
+            for j in range(q_):
+                k = j // n_per
+                xh = (x[i, s, j] - mu) * inv
+                gyv = gy[i, s, j]
+                gh = gyv * weight[g, k]
+                r = a3 * xh + a4
+                t = 0.0
+                if has_u:
+                    uu = u[i, s, j]
+                    r += a1 * gh + a2 * uu
+                    pu = inv * (uu - m_u - xh * m_ux)          # inv_std P(u)
+                    t = weight[g, k] * pu
+                    part[s, k] += gyv * pu
+                if has_v:
+                    r += inv * gyv * v[g, k]
+                    t += xh * v[g, k]
+                if has_w:
+                    t += w[g, k]
+                gx[i, s, j] = r
+                ggy[i, s, j] = t
+
+
 @njit(nogil=True, cache=True)
 def _join_blocks(parts, out):
     """out = Σ_b parts[b], added in block order (parts is (B, ...), out its trailing shape)."""
@@ -686,6 +761,53 @@ class NormKernels(ArrayNorm):
         ggamma = _reduced(sum_gy_xhat, layout.sums_shape, param_shape, x.dtype) if need_weight else None
         gbeta = _reduced(sum_gy, layout.sums_shape, param_shape, x.dtype) if need_bias else None
         return gx.reshape(x.shape), ggamma, gbeta
+
+    def standardize_double_backward(self, x, gy, weight, u, v, w, mean, inv_std, axes, param_shape, centred=True,
+                                    need=(True, True, True)):
+        """(gx, ggy, gweight) as ArrayNorm.standardize_double_backward gives them, by one kernel for every layout."""
+        layout = self._layout_of(x.shape, axes, None if weight is None else param_shape,
+                                 param_shape if w is not None or v is not None else None) if centred else None
+        if centred and layout is None or x.size == 0:
+            return super().standardize_double_backward(x, gy, weight, u, v, w, mean, inv_std, axes, param_shape,
+                                                       centred, need)
+        self.thread_count()
+        if not centred:                             # RMSNorm: rows of the trailing axes, the weight per element
+            k = math.prod(x.shape[axes[0]:])
+            view, groups, per = (1, x.size // k, k), 1, 1
+        elif layout.kind in ("channels", "columns"):
+            view = layout.view if layout.kind == "channels" else layout.view + (1,)
+            groups, k, per = layout.n_stats, 1, view[2]
+        elif layout.kind == "rows":
+            view, groups, k, per = (1,) + layout.view, layout.groups, layout.view[1], 1
+        else:
+            view = (1, layout.view[0], layout.view[1] * layout.view[2])
+            groups, k, per = layout.groups, layout.view[1], layout.view[2]
+        dt = x.dtype
+
+        def as_view(a):
+            return np.ascontiguousarray(a, dtype=dt).reshape(view)
+
+        def as_param(a, fill):
+            if a is None:
+                return self._constant(fill, groups * k, dt).reshape(groups, k)
+            return self._param(a, param_shape, x, layout, fill).reshape(groups, k) if centred else \
+                _as(a, dt).reshape(groups, k)
+        xv, gyv = as_view(x), as_view(gy)
+        uv = as_view(u) if u is not None else xv
+        gx, ggy = self.empty(view, dt), self.empty(view, dt)
+        part = np.empty((view[1], k))
+        mean_flat = mean.reshape(-1) if centred else inv_std.reshape(-1)
+        _double_backward(xv, gyv, uv, as_param(v, 0.0), as_param(w, 0.0), as_param(weight, 1.0), mean_flat,
+                         inv_std.reshape(-1), per, centred, u is not None, v is not None, w is not None, gx, ggy, part)
+        gw = None
+        if weight is not None and u is not None and need[2]:
+            if not centred:
+                gw = part.sum(axis=0).reshape(weight.shape).astype(dt)
+            else:
+                if layout.kind == "rows":               # rows sharing a weight row: added in row order
+                    part = part.reshape(-1, groups, k).sum(axis=0)
+                gw = _reduced(part, layout.sums_shape, param_shape, dt)
+        return (gx.reshape(x.shape) if need[0] else None), (ggy.reshape(x.shape) if need[1] else None), gw
 
     def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, param_shape):
         """(y, mean, inv_std) as ArrayNorm.frozen_forward gives them, by a kernel where the statistics' axes are one

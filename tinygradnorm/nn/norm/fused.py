@@ -124,10 +124,31 @@ class StandardizeBackward(Function):
         self.axes, self.eps, self.param_shape, self.view = axes, eps, param_shape, view
         return _standardize_grads(self.backend, x, gy, weight, mean, inv_std, axes, param_shape, view, needs)
 
+    def backward(self, u, v, w):
+        x, gy, weight, mean, inv_std = self.saved
+        return _double_backward_arrays(self, x, gy, weight, u, v, w, mean, inv_std, centred=True)
+
     def gradient(self, u, v, w):
         x, gy, weight = self.saved_tensors[:3]
         mean, inv_std = self.saved[3:]
         return _double_backward(self, x, gy, weight, u, v, w, mean, inv_std, centred=True)
+
+
+def _double_backward_arrays(fn, x, gy, weight, u, v, w, mean, inv_std, centred):
+    """_double_backward on arrays, by the backend's standardize_double_backward: what a plain backward through the
+    backward runs (a gradient penalty's update, a Hessian-vector product)."""
+    xp, view, needs = fn.xp, fn.view, fn.needs_input_grad
+
+    def viewed(a):
+        return None if a is None else _acc(xp, a if view is None else a.reshape(view))
+
+    gx, ggy, gw = fn.backend.norm.standardize_double_backward(
+        viewed(x), viewed(gy), weight, viewed(u), v, w, mean, inv_std, fn.axes, fn.param_shape, centred,
+        (needs[0], needs[1], weight is not None and needs[2]))
+    gx = None if gx is None else gx.reshape(x.shape).astype(x.dtype, copy=False)
+    ggy = None if ggy is None else ggy.reshape(gy.shape).astype(gy.dtype, copy=False)
+    gw = None if gw is None else gw.reshape(weight.shape).astype(weight.dtype, copy=False)
+    return (gx, ggy, gw) if weight is not None else (gx, ggy)
 
 
 def _double_backward(fn, x, gy, weight, u, v, w, mean, inv_std, centred):
@@ -326,6 +347,10 @@ class RMSNormalizeBackward(Function):
         self.param_shape = None if weight is None else (1,) * (x.ndim - weight.ndim) + weight.shape
         gx, ggamma = _rms_grads(self.backend, x, gy, weight, inv_rms, axes)
         return (gx, ggamma) if weight is not None else gx
+
+    def backward(self, u, v=None):
+        x, gy, weight, inv_rms = self.saved
+        return _double_backward_arrays(self, x, gy, weight, u, v, None, None, inv_rms, centred=False)
 
     def gradient(self, u, v=None):
         x, gy, weight = self.saved_tensors[:3]
