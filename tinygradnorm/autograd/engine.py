@@ -6,6 +6,7 @@ first order it calls ``backward`` and adds arrays. With ``create_graph=True`` it
 with grad mode on and adds Tensors, so the gradients it gives carry a graph of their own. First order
 pays nothing for higher order.
 """
+import warnings
 import weakref
 
 from .function import _FREED, Function, check_versions
@@ -44,6 +45,11 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         roots = (tensors,)
         _walk(roots, _root_grads(roots, grad_tensors, False, "grad_tensors"), False, bool(retain_graph), None, True)
         return
+    if create_graph:
+        warnings.warn("backward(create_graph=True) makes each leaf's .grad hold a graph that refers back to the leaf "
+                      "(a reference cycle, freed only by the garbage collector). Take the gradient with "
+                      "tinygradnorm.autograd.grad(..., create_graph=True) instead, or set .grad to None after use "
+                      "(optimizer.zero_grad() does)", UserWarning, stacklevel=3)
     roots = _as_tensors(tensors, "tensors")
     grads = _root_grads(roots, grad_tensors, create_graph, "grad_tensors")
     targets = None
