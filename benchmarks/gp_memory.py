@@ -41,7 +41,7 @@ def main():
     for i in range(1, args.steps + 1):
         step()
         if i == 1 or i % args.every == 0:
-            alive = sum(1 for o in gc.get_objects() if isinstance(o, Function))
+            alive = sum(1 for o in gc.get_objects() if issubclass(type(o), Function))
             print(f"{i:>6}{rss_mb():>10.1f}{alive:>11}{time.perf_counter() - t0:>8.1f}", flush=True)
 
 

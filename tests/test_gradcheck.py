@@ -68,3 +68,12 @@ def test_multiple_outputs(device):
 def test_no_input_requires_grad_is_an_error():
     with pytest.raises(ValueError, match="no input requires grad"):
         tg.gradcheck(lambda t: t, (tg.tensor([1.0]),))
+
+
+def test_an_input_that_shares_memory_with_what_fn_uses_is_checked_on_a_copy():
+    """gradcheck perturbs its own copies: a parameter the function also reads, passed as an input after detach()
+    (the same memory), is not perturbed with it."""
+    w = tg.tensor([0.5, 1.5, 2.0], dtype=tg.float64, requires_grad=True)
+    x = leaf(np.random.default_rng(3).standard_normal((2, 3)))
+    assert tg.gradcheck(lambda t, g: (t * w) * g, (x, w.detach().requires_grad_()))
+    assert tg.gradgradcheck(lambda t, g: (t * w).tanh() * g, (x, w.detach().requires_grad_()))

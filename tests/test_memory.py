@@ -17,7 +17,7 @@ def _lenet_bn():
 
 
 def _live_functions():
-    return sum(1 for o in gc.get_objects() if isinstance(o, Function))
+    return sum(1 for o in gc.get_objects() if issubclass(type(o), Function))   # (type: a dead weak proxy may be there)
 
 
 @pytest.mark.parametrize("how", ["autograd.grad", "backward(create_graph=True)"])

@@ -41,7 +41,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True, 
             warnings.warn(f"gradcheck: input {i} is {args[i].dtype}, not float64; it is checked as a float64 copy, "
                           "but the function may still compute in lower precision", stacklevel=2)
     # Fresh float64 leaves, so that the caller's tensors and their .grad are never touched.
-    args = [Tensor(a.data, dtype=float64).requires_grad_() if i in checked else a for i, a in enumerate(args)]
+    args = [Tensor(a.data.astype(float64, copy=True)).requires_grad_() if i in checked else a for i, a in enumerate(args)]
     xp = args[checked[0]].xp
 
     out = _outputs(fn(*args))
@@ -175,7 +175,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     checked = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
     if not checked:
         raise ValueError("gradgradcheck: no input requires grad; create the inputs with requires_grad=True")
-    args = [Tensor(a.data, dtype=float64).requires_grad_() if i in checked else a for i, a in enumerate(args)]
+    args = [Tensor(a.data.astype(float64, copy=True)).requires_grad_() if i in checked else a for i, a in enumerate(args)]
     with enable_grad():
         outs = _outputs(fn(*args))
     if grad_outputs is None:
@@ -186,7 +186,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
         if len(gys) != len(outs):
             raise ValueError(f"gradgradcheck: {len(gys)} grad_outputs for {len(outs)} outputs of fn; give one per "
                              "output")
-        gys = [Tensor(g.data, dtype=float64, device=g.device) for g in gys]
+        gys = [Tensor(g.data.astype(float64, copy=True), device=g.device) for g in gys]
     gys = [g.requires_grad_() for g in gys]
     n = len(args)
 

@@ -228,7 +228,8 @@ def _walk(roots, root_grads, create_graph, retain_graph, targets, accumulate):
                         leaves[id(edge)] = [edge, pg]
                     else:
                         entry[1] = entry[1] + pg
-        _finish_leaves(leaves, root_grads, create_graph, targets, wanted, accumulate, results)
+        if leaves or results is not None:
+            _finish_leaves(leaves, root_grads, create_graph, targets, wanted, accumulate, results)
         if targets is not None and accumulate:
             _accumulate_captured(targets, results, create_graph, root_grads)
         if not retain_graph:

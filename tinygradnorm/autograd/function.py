@@ -55,7 +55,7 @@ class Function:
     is_view = False
     complex_grad = False            # True for ops whose backward holds for complex values (see link)
     n_out = 1                       # outputs of forward (a forward that returns a tuple sets it)
-    non_differentiable = ()         # outputs (by index) that never get a gradient, such as a batch's statistics
+    non_differentiable = ()         # the last outputs, which never get a gradient (a batch's statistics, say)
     hooks = None                    # {output index: [hook, ...]}: register_hook/retain_grad on an output
     freed = False
     slots = ()                      # per input, which output of its Function it is (only where one is not 0)
@@ -181,14 +181,16 @@ class Function:
         xp, dev = self.xp, self.device
         outs = tuple(None if d is None else Tensor._wrap(d if isinstance(d, xp.ndarray) else self._as_output_array(d),
                                                          dev, False, None) for d in data)
-        self.n_out = len(outs)
+        # NOTE: outputs without a gradient (non_differentiable, the last ones) take no part in the graph
+        linked = outs[:len(outs) - len(type(self).non_differentiable)]
+        self.n_out = len(linked)
         if type(self).is_view:
-            for out in outs:
+            for out in linked:
                 if out is not None:
                     share_view(out, inputs[0], record)
         if record:
-            self.link(inputs, outs)
-        return outs if self.n_out != 1 else outs[0]
+            self.link(inputs, linked)
+        return outs if len(outs) != 1 else outs[0]
 
     @classmethod
     def _node(cls, device, needs):
@@ -241,9 +243,8 @@ class Function:
         self.out_ids, self.out_roots = out_ids, out_roots
         if -1 in versions or None in out_vcs:
             _refuse_saved_inference_tensors(self, outs)
-        constant = type(self).non_differentiable
         for k, o in enumerate(outs):
-            if o is not None and k not in constant:
+            if o is not None:
                 o.requires_grad, o._ctx, o._oi = True, self, k
 
     def release(self):

@@ -86,7 +86,9 @@ class NumpyBackend:
     @property
     def norm(self):
         """The normalization maths (backend/norm.py): the compiled kernels where Numba is on, else the array code."""
-        kernels = self.kernels
+        kernels = self._kernels
+        if kernels is _UNSET:
+            kernels = self.kernels
         if kernels is not None:
             return kernels
         if self._array_norm is None:

@@ -919,6 +919,8 @@ class NormKernels(ArrayNorm):
 
 def _reduced(sums, sums_shape, param_shape, dtype):
     """A kernel's per-parameter sums (float64, in its layout's sums_shape) summed on to ``param_shape``."""
+    if sums.size == math.prod(param_shape):             # already one sum per parameter (BatchNorm's channels)
+        return sums.reshape(param_shape).astype(dtype)
     sums = sums.reshape(sums_shape)
     lead = sums.ndim - len(param_shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(param_shape) if n == 1 and sums.shape[lead + i] != 1)

@@ -69,7 +69,7 @@ class Standardize(Function):
         return (y, mean.astype(xs.dtype), var.astype(xs.dtype)) if stats else y
 
     def backward(self, gy, *_):
-        x, weight, mean, inv_std = self.saved
+        x, weight, mean, inv_std = self._saved
         grads = _standardize_grads(self.backend, x, gy, weight, mean, inv_std, self.axes, self.param_shape,
                                    self.view, self._needs())
         return self._per_input(grads)
@@ -84,18 +84,17 @@ class Standardize(Function):
 
     def _needs(self):
         """Which of gx, ggamma, gbeta the inputs need."""
-        needs, has_weight = self.needs_input_grad, self.saved[1] is not None
-        return (needs[0], has_weight and needs[1], self.has_bias and needs[-1])
+        needs = self.needs_input_grad
+        return needs[0], self._saved[1] is not None and needs[1], self.has_bias and needs[-1]
 
     def _per_input(self, grads):
         """(gx, ggamma, gbeta) as one gradient per input of forward: gx, then the weight's and bias's, flat."""
         gx, ggamma, gbeta = grads
-        out = [gx]
-        if self.saved[1] is not None:
-            out.append(_flat(ggamma, self.param_shapes[0]))
+        if self._saved[1] is None:
+            return (gx, _flat(gbeta, self.param_shapes[-1])) if self.has_bias else gx
         if self.has_bias:
-            out.append(_flat(gbeta, self.param_shapes[-1]))
-        return tuple(out)
+            return gx, _flat(ggamma, self.param_shapes[0]), _flat(gbeta, self.param_shapes[-1])
+        return gx, _flat(ggamma, self.param_shapes[0])
 
 
 def _standardize_grads(backend, x, gy, weight, mean, inv_std, axes, param_shape, view, needs):
