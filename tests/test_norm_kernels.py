@@ -36,6 +36,11 @@ LAYERS = [
     ("gn_on_vectors", lambda impl: nn.GroupNorm(2, 6, impl=impl), (3, 6), "rows"),       # G = 2 weight rows
     ("gn_no_affine", lambda impl: nn.GroupNorm(3, 6, affine=False, impl=impl), (3, 6, 4), "channels"),
     ("rms", lambda impl: nn.RMSNorm(6, impl=impl), (5, 4, 6), None),
+    # statistics of two elements: the backward's elementwise pass in float64 (norm._in_float32)
+    ("in_tiny", lambda impl: nn.InstanceNorm2d(3, affine=True, impl=impl), (2, 3, 2, 1), "channels"),
+    ("bn1d_tiny", lambda impl: nn.BatchNorm1d(5, impl=impl), (2, 5), "columns"),
+    ("ln_tiny", lambda impl: nn.LayerNorm(2, impl=impl), (6, 2), "rows"),
+    ("rms_tiny", lambda impl: nn.RMSNorm(2, impl=impl), (5, 2), None),
 ]
 IDS = [c[0] for c in LAYERS]
 
@@ -140,6 +145,12 @@ PLANTED = [
     ("_rms_forward", "inv = 1.0 / np.sqrt(total / k_ + eps)", "inv = 1.0 / np.sqrt(total / (k_ - 1) + eps)", "rms",
      True),
     ("_rms_backward", "a = -inv * inv * inv * s2 / k_", "a = -inv * inv * s2 / k_", "rms", True),
+    # the float64 pass of tiny statistics, with the gradient's mean taken out first
+    ("_channels_backward", "sc * (gy[i, s, j] - g_mean)", "sc * gy[i, s, j]", "in_tiny", True),
+    ("_columns_backward", "sc[s] * (gy[i, lo + s] - sg[s] / p)", "sc[s] * gy[i, lo + s]", "bn1d_tiny", True),
+    ("_rows_backward", "inv * (weight[g, k] * gy[s, k] - g_mean)", "inv * (weight[g, k] * gy[s, k])", "ln_tiny",
+     True),
+    ("_rms_backward", "a = -inv * inv * inv * s2 / k_", "a = -inv * inv * s2 / k_", "rms_tiny", True),
 ]
 
 

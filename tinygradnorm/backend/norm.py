@@ -20,6 +20,9 @@ BatchNorm2d (1, C, 1, 1); for GroupNorm, whose x is viewed as (N, G, C/G, S), (1
 """
 
 
+TINY = 2        # a statistic of at most this many elements has its backward's elementwise pass in float64
+
+
 class ArrayNorm:
     """The reference implementation, on the arrays of ``xp`` (numpy or cupy)."""
 
@@ -36,7 +39,8 @@ class ArrayNorm:
         f64 = xp.float64
         m = _count(x.shape, axes)
         mean = x.sum(axis=axes, keepdims=True, dtype=f64) / m                             # step 1
-        centre = mean.astype(x.dtype)                                                     # the mean, in x's dtype
+        # the mean, in x's dtype (in float64 for a tiny statistic, whose backward needs every digit of var)
+        centre = mean.astype(x.dtype if m > TINY else f64)
         centred = x - centre                                                              # step 2
         # NOTE: corrected two-pass (docs section 6). Σ centred is 0 only in exact arithmetic. What
         # rounding left in it, shift, moves into the mean, and its square comes off the variance.
@@ -46,7 +50,8 @@ class ArrayNorm:
         var = xp.maximum(var, 0)
         mean = centre.astype(f64) + shift
         inv_std = 1 / xp.sqrt(var + eps)                                                  # step 4
-        x_hat = (centred - shift.astype(x.dtype)) * inv_std.astype(x.dtype)              # step 5
+        x_hat = ((centred - shift.astype(centred.dtype)) * inv_std.astype(centred.dtype)).astype(x.dtype,  # step 5
+                                                                                                  copy=False)
         y = x_hat if weight is None else x_hat * weight.reshape(param_shape)              # step 6
         if bias is not None:
             y += bias.reshape(param_shape)
@@ -58,6 +63,10 @@ class ArrayNorm:
         xp = self.xp
         f64, dt = xp.float64, x.dtype
         m = _count(x.shape, axes)
+        if m <= TINY:
+            # NOTE: a tiny statistic's gx is a small difference of terms of size inv_std·|g_hat| (exactly 0 for
+            # one element, about eps for two); in x's dtype it would keep only rounding noise. float64 keeps it.
+            dt, x, gy = f64, x.astype(f64), gy.astype(f64)
         centre = mean.astype(dt)
         x_hat = ((x - centre) - (mean - centre).astype(dt)) * inv_std.astype(dt)         # step 5, rebuilt
         g_hat = gy if weight is None else gy * weight.reshape(param_shape)                # step 6: g_hat = γ gy
@@ -160,13 +169,16 @@ class ArrayNorm:
         """(gx, ggamma): gx = inv_rms (g_hat - x_hat Σ(g_hat x_hat) / m), g_hat = weight gy (docs section 3);
         ggamma in the weight's shape (None without one)."""
         xp = self.xp
+        dtype = x.dtype
+        if _count(x.shape, axes) <= TINY:                 # (as in standardize_backward)
+            x, gy = x.astype(xp.float64), gy.astype(xp.float64)
         inv = inv_rms.astype(x.dtype)
         x_hat = x * inv
         g_hat = gy if weight is None else gy * weight
         sum_g_hat_xhat = (g_hat * x_hat).sum(axis=axes, keepdims=True, dtype=xp.float64)
         gx = inv * (g_hat - x_hat * (sum_g_hat_xhat / _count(x.shape, axes)).astype(x.dtype))
         ggamma = None if weight is None else _sum_to(gy * x_hat, weight.shape)           # ggamma = Σ gy x_hat
-        return gx, ggamma
+        return gx.astype(dtype, copy=False), None if ggamma is None else ggamma.astype(dtype, copy=False)
 
 
 def _count(shape, axes):

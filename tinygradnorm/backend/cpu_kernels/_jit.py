@@ -42,8 +42,12 @@ MAX_THREADS = numba.config.NUMBA_NUM_THREADS if PARALLEL else 1
 
 
 def pjit(fn=None, **options):
-    """Compile a prange loop: ``@pjit``, or ``@pjit(option=...)`` to change Numba's options."""
-    compile_ = njit(**dict(dict(nogil=True, fastmath=FAST, cache=True, parallel=PARALLEL), **options))
+    """Compile a prange loop: ``@pjit``, or ``@pjit(option=...)`` to change Numba's options.
+
+    NOTE: NumPy's error model: a float divided by zero is inf or nan, as in NumPy and PyTorch, not Python's
+    ZeroDivisionError (a running variance of -eps, say, makes 1/sqrt(var + eps) a division by zero)."""
+    compile_ = njit(**dict(dict(nogil=True, fastmath=FAST, cache=True, parallel=PARALLEL, error_model="numpy"),
+                           **options))
     return compile_ if fn is None else compile_(fn)
 
 

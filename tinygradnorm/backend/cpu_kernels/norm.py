@@ -46,16 +46,17 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ..norm import ArrayNorm
+from ..norm import TINY, ArrayNorm
 from ._jit import pjit
 
 _COLUMNS = 64            # columns per block in the columns layout: the block's sums stay in L1
 _BLOCKS = 16             # at most this many partial parameter gradients in the rows layout
+_TINY = TINY             # statistics of at most this many elements take the backward's float64 pass (_in_float32)
 _AHEAD_BYTES = 4 << 20   # LayerNorm inputs up to this size run _rows_forward's pass 1 ahead (measured: the gain turns
                          # into a loss between 8 and 16 MB on a 2-core EPYC; 4 MB leaves room for smaller caches)
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _provisional(total, m, first):
     """Step 1's mean from pass 1's sum, in x's dtype: only the centre for pass 2, whose float64 sums of
     x - mean correct any error in it (see _finish). Where a float32 sum overflowed, any element is as good a
@@ -64,7 +65,7 @@ def _provisional(total, m, first):
     return mean if np.isfinite(mean) else np.float64(first)
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _finish(mean, sum_c, sum_cc, m, eps):
     """Steps 3-4 from the centred sums Σc and Σc² (c = x - mean): (mean, biased var, inv_std).
 
@@ -76,7 +77,7 @@ def _finish(mean, sum_c, sum_cc, m, eps):
     return mean + shift, var, 1.0 / np.sqrt(var + eps)
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _fits(a):
     """True when the backward's factor a (about inv_std² times a gradient) lies well inside float32's range, so the
     elementwise pass may run in float32. Not so for inputs near 1e30 (a ~ 1e-60), where it runs in float64.
@@ -84,6 +85,15 @@ def _fits(a):
     NOTE: the compiler may reassociate the elementwise expression (fastmath "reassoc", which the sums need to
     vectorize), so every product of its factors must be representable too; a is the largest such product."""
     return a == 0.0 or 1e-30 < abs(a) < 1e30
+
+
+@njit(inline="always", error_model="numpy")
+def _in_float32(a, m):
+    """True when a statistic's backward elementwise pass may run in x's dtype (float32): a fits (see _fits) and
+    the statistic has more than _TINY elements. A tiny statistic's gx is a small difference of large terms (for
+    one element it is exactly 0; for two it is about eps), and the float32 rewrite scale·gy + ... + k would
+    leave rounding noise of scale·|gy|·2^-24 there; so it runs in float64, with gy's mean taken out first."""
+    return m > _TINY and _fits(a)
 
 
 # ---- channels: (P, S, Q), weight and bias per statistic ---------------------------------------------
@@ -141,16 +151,17 @@ def _channels_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
         sc = inv * weight[s]
         a = -sc * inv * inv * sgc / m
         k = -sc * sg / m
-        if _fits(a):
+        if _in_float32(a, m):
             centre = T(mu)
             scale, a_t, k_t = T(sc), T(a), T(k - a * (mu - centre))
             for i in range(p):
                 for j in range(q):
                     gx[i, s, j] = scale * gy[i, s, j] + a_t * (x[i, s, j] - centre) + k_t
-        else:
+        else:                                                   # float64, with gy's mean taken out first
+            g_mean = sg / m
             for i in range(p):
                 for j in range(q):
-                    gx[i, s, j] = sc * gy[i, s, j] + a * (x[i, s, j] - mu) + k
+                    gx[i, s, j] = sc * (gy[i, s, j] - g_mean) + a * (x[i, s, j] - mu)
 
 
 # ---- columns: (P, S), each statistic a strided column; blocks of _COLUMNS read row by row ----------------
@@ -220,7 +231,7 @@ def _columns_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
             sc[s] = inv * weight[lo + s]                        # gx = scale·gy + a·(x - mean) + k, as in channels
             a[s] = -sc[s] * inv * inv * sgc[s] / p
             k[s] = -sc[s] * sg[s] / p
-            fits = fits and _fits(a[s])
+            fits = fits and _in_float32(a[s], p)
         if fits:
             centre = np.empty(n, x.dtype)
             scale = np.empty(n, x.dtype)
@@ -237,14 +248,14 @@ def _columns_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
                 out = gx[i, lo:lo + n]
                 for s in range(n):
                     out[s] = scale[s] * grow[s] + a_t[s] * (row[s] - centre[s]) + k_t[s]
-        else:
+        else:                                                   # float64, with gy's mean taken out first
             for i in range(p):
                 for s in range(n):
-                    gx[i, lo + s] = sc[s] * gy[i, lo + s] + a[s] * (x[i, lo + s] - mu[s]) + k[s]
+                    gx[i, lo + s] = sc[s] * (gy[i, lo + s] - sg[s] / p) + a[s] * (x[i, lo + s] - mu[s])
 
 
 # ---- rows: (S, K), weight and bias per element of a row (LayerNorm) ------------------------------------
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _layer_norm_output(xv, centre, inv_t, shift, w, b):
     """Steps 5-6 for one element: y = x_hat·weight + bias, with x_hat = (x - mean)·inv_std
     = (x - centre)·inv_std - (mean - centre)·inv_std (shift is the last product)."""
@@ -334,14 +345,15 @@ def _rows_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
             # gx = (inv_std/m)(m·g_hat - Σg_hat - x_hat·Σ(g_hat·x_hat)) = (inv_std·weight)·gy + a·(x - mean) + k
             a = -inv * inv * inv * s2 / k_
             kk = -inv * s1 / k_
-            if _fits(a):
+            if _in_float32(a, k_):
                 centre = T(mu)
                 inv_t, a_t, k_t = T(inv), T(a), T(kk - a * (mu - centre))
                 for k in range(k_):
                     gx[s, k] = inv_t * weight[g, k] * gy[s, k] + a_t * (x[s, k] - centre) + k_t
-            else:
+            else:                                               # float64, with g_hat's mean taken out first
+                g_mean = s1 / k_
                 for k in range(k_):
-                    gx[s, k] = inv * weight[g, k] * gy[s, k] + a * (x[s, k] - mu) + kk
+                    gx[s, k] = inv * (weight[g, k] * gy[s, k] - g_mean) + a * (x[s, k] - mu)
 
 
 # ---- groups: (S, K, L), weight and bias per channel k of a statistic (GroupNorm) -----------------------
@@ -396,7 +408,7 @@ def _groups_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat, n_bl
     T = x.dtype.type
     for blk in prange(n_blocks):
         lo, hi = n_stats * blk // n_blocks, n_stats * (blk + 1) // n_blocks
-        g_w, mu_w, inv_w, a_w, k_w = 0, 0.0, 0.0, 0.0, 0.0      # the statistic written: its mean, inv_std, a, k
+        g_w, mu_w, inv_w, a_w, k_w, gm_w = 0, 0.0, 0.0, 0.0, 0.0, 0.0   # the statistic written: mean, inv_std, a, k
         for s in range(lo, hi + 1):
             r = min(s, hi - 1)                                  # summed, and written, as in _rows_forward
             w = max(s - 1, lo)
@@ -421,18 +433,18 @@ def _groups_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat, n_bl
                 sum_gy_xhat[r, k] = t2 * inv
                 s1 += weight[g, k] * t1                         # Σg_hat
                 s2 += weight[g, k] * t2                         # Σg_hat·(x - mean)
-            if s > lo and not _fits(a_w):                       # out of float32's range: gx again, in float64
+            if s > lo and not _in_float32(a_w, m):              # gx again, in float64 (and Σg_hat's mean out)
                 for k in range(k_):
-                    sc = inv_w * weight[g_w, k]
                     for j in range(l_):
-                        gx[w, k, j] = sc * gy[w, k, j] + a_w * (x[w, k, j] - mu_w) + k_w
+                        gx[w, k, j] = inv_w * (weight[g_w, k] * gy[w, k, j] - gm_w) + a_w * (x[w, k, j] - mu_w)
             g_w, mu_w, inv_w = g, mu, inv
             a_w = -inv * inv * inv * s2 / m
             k_w = -inv * s1 / m
+            gm_w = s1 / m
 
 
 # ---- eval mode: frozen statistics, y = (x - centre) * scale + offset per statistic -----------------------
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _frozen_factors(running_mean, running_var, weight, bias, eps, mean, inv_std, centre, scale, offset):
     """Per statistic: the running mean in float64, inv_std = 1/sqrt(running_var + eps), and the factors of
     y = (x - centre) * scale + offset = (x - mean) * inv_std * weight + bias. The running statistics have x's
@@ -551,7 +563,7 @@ def _rms_backward(x, gy, inv_rms, weight, gx, sum_gy_xhat):
                 sum_gy_xhat[blk, k] += gyk * xk * inv             # ggamma's partial: gy·x_hat
             # gx = inv_rms·(g_hat - x_hat·Σ(g_hat·x_hat)/m) = (inv_rms·weight)·gy + a·x
             a = -inv * inv * inv * s2 / k_
-            if _fits(a):
+            if _in_float32(a, k_):
                 inv_t, a_t = T(inv), T(a)
                 for k in range(k_):
                     gx[s, k] = inv_t * weight[k] * gy[s, k] + a_t * x[s, k]

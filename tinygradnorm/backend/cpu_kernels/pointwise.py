@@ -107,7 +107,7 @@ def _sigmoid_f32(x, y):
         y[k] = out if v == v else v                                      # nan stays nan
 
 
-@njit(inline="always")
+@njit(inline="always", error_model="numpy")
 def _pow2_f32(k):
     """2.0**k as float32, for -126 <= k <= 127: the exponent field is k + 127."""
     return np.int32((k + 127) << 23).view(np.float32)

@@ -10,6 +10,12 @@ def standardize(x, weight, bias, axes, eps):
     """(y, mean, biased var) with y = (x - mean) / sqrt(var + eps) * weight + bias over ``axes``."""
     mean = x.mean(dim=axes, keepdim=True)
     centred = x - mean
+    # NOTE: the corrected two-pass of docs section 6, in primitive ops. Σ centred is 0 in exact arithmetic;
+    # what the mean's rounding left in it (about |mean|·2^-24 in float32, against a std that may be 1e4 times
+    # smaller) comes out here, so that x_hat, var and their gradients keep their digits.
+    shift = centred.mean(dim=axes, keepdim=True)
+    centred = centred - shift
+    mean = mean + shift
     var = (centred * centred).mean(dim=axes, keepdim=True)
     inv_std = (var + eps).rsqrt()
     x_hat = centred * inv_std

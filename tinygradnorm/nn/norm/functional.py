@@ -137,6 +137,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if isinstance(input, Tensor) and input.data.ndim == 1 and input.data.size == 0:
         return input.clone()               # PyTorch accepts an empty 1-D input (and only an empty one)
     _check_tensor(name, input, 2)
+    if training and math.prod(input.shape[:1] + input.shape[2:]) == 1:      # (PyTorch checks this first)
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                         f"{tuple(input.shape)}")
     if not training and (running_mean is None or running_var is None):
         what = "running_mean" if running_mean is None else "running_var"
         raise RuntimeError(f"{name}: {what} must be defined in evaluation mode (training=False normalizes with the "
@@ -148,13 +151,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     _check_vector(name, "weight", weight, c, input)
     _check_vector(name, "bias", bias, c, input)
     _check_dtypes(name, input, weight, bias, running_mean, running_var)
+    _check_eps(name, eps)                   # NOTE: in eval mode too: eps = 0 with a zero running_var divides by 0
     shape = _channel_shape(input)
     if training:
         axes = (0,) + tuple(range(2, input.data.ndim))
-        if math.prod(input.shape[:1] + input.shape[2:]) == 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                             f"{tuple(input.shape)}")
-        _check_eps(name, eps)
         y, mean, var, m = _standardize(impl, input, weight, bias, axes, eps, shape)
         if running_mean is not None and m:
             _update_running(running_mean, mean.reshape(c), momentum)
@@ -172,6 +172,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     name = "instance_norm"
     _check_impl(impl)
     _check_tensor(name, input, 3)
+    if use_input_stats and math.prod(input.shape[2:]) == 1:                # (PyTorch checks this first)
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size "
+                         f"{tuple(input.shape)}")
     _check_running(name, running_mean, running_var)
     if not use_input_stats and running_mean is None:
         raise RuntimeError(f"{name}: Expected running_mean and running_var to be defined when use_input_stats is "
@@ -181,12 +184,9 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                     ("bias", bias)):
         _check_vector(name, what, t, c, input)
     _check_dtypes(name, input, weight, bias, running_mean, running_var)
+    _check_eps(name, eps)
     shape = _channel_shape(input)
     if use_input_stats:
-        if math.prod(input.shape[2:]) == 1:
-            raise ValueError(f"Expected more than 1 spatial element when training, got input size "
-                             f"{tuple(input.shape)}")
-        _check_eps(name, eps)
         y, mean, var, m = _standardize(impl, input, weight, bias, tuple(range(2, input.ndim)), eps, shape)
         # NOTE: with no instances (N = 0) PyTorch averages nothing and sets the running statistics to nan;
         # here they keep their values.
@@ -290,13 +290,14 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fus
     if num_groups <= 0 or c % num_groups:
         raise ValueError(f"{name}: Expected number of channels in input to be divisible by num_groups, but got input "
                          f"of shape {tuple(input.shape)} and num_groups={num_groups}")
+    if n * (c // num_groups) * math.prod(input.shape[2:]) == 1:
+        # NOTE: PyTorch's check, kept for parity (and made before the others, as PyTorch does): it looks at
+        # N * C/G * spatial, not at a group's size.
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(input.shape)}")
     _check_vector(name, "weight", weight, c, input)
     _check_vector(name, "bias", bias, c, input)
     _check_dtypes(name, input, weight, bias)
     _check_eps(name, eps)
-    if n * (c // num_groups) * math.prod(input.shape[2:]) == 1:
-        # NOTE: PyTorch's check, kept for parity: it looks at N * C/G * spatial, not at a group's size.
-        raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(input.shape)}")
     if input.numel() == 0:
         return _affine_only(input, _as_param(weight, _channel_shape(input)), _as_param(bias, _channel_shape(input)))
     # NOTE: GroupNorm is a reshape plus the same standardization: (N, C, *) -> (N, G, C/G, S)
