@@ -126,7 +126,7 @@ def test_module_to_and_dtype_moves():
 def test_linear_errors():
     with pytest.raises(ValueError, match=r"input \(2, 3\) has 3 features but weight \(4, 5\) expects 5"):
         nn.Linear(5, 4)(tg.zeros(2, 3))
-    with pytest.raises(ValueError, match=r"in_channels \(3\) must be divisible by groups \(2\)"):
+    with pytest.raises(ValueError, match=r"in_channels must be divisible by groups \(got in_channels=3, groups=2\)"):
         nn.Conv2d(3, 2, 3, groups=2)
     with pytest.raises(ValueError, match="padding_mode must be one of"):
         nn.Conv2d(2, 2, 3, padding_mode="mirror")

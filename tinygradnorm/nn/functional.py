@@ -5,7 +5,7 @@ from .. import ops
 from ..autograd import is_grad_enabled
 from ..ops import log_softmax, softmax, sigmoid, tanh, pad, where  # noqa: F401  (re-exported)
 from ..ops._util import as_pair as _pair, check_tensor
-from ..ops.conv import Conv2d
+from ..ops.conv import convolution, transposed_convolution
 from ..ops.inplace import unary_
 from ..ops.linalg import Linear
 from ..ops.loss import BCEWithLogits, L1Loss, MSELoss, NLLLoss
@@ -54,64 +54,44 @@ def _batched(op, x, layout="(N, C, H, W)"):
     return (x.unsqueeze(0), True) if x.ndim == 3 else (x, False)
 
 
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D cross-correlation of input (N, C, L) or (C, L) with weight (O, C/groups, K), as
+    torch.nn.functional.conv1d; padding is ints, 'valid' or 'same'."""
+    return convolution(input, weight, bias, stride, padding, dilation, groups, 1, "conv1d")
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation of input (N, C, H, W) with weight (O, C/groups, KH, KW), as torch.nn.functional.conv2d.
 
     With groups G, input and output channels split into G groups, each convolved on its own (G = C: depthwise).
     padding is ints, or 'valid' (none) or 'same' (the output keeps the input's size; stride 1 only).
     """
-    x, unbatched = _batched("conv2d", input)
-    check_tensor("conv2d", weight, "weight", 2)
-    if bias is not None:
-        check_tensor("conv2d", bias, "bias", 3)
-    _same_dtype("conv2d", x, weight, bias, lambda a, b: f"Input type ({a}) and weight type ({b}) should be the same")
-    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
-    if weight.ndim != 4:
-        raise ValueError(f"conv2d: weight must be 4D (out_channels, in_channels/groups, kH, kW), got "
-                         f"{tuple(weight.shape)}")
-    if not isinstance(groups, int) or groups < 1 or x.shape[1] % groups or weight.shape[0] % groups:
-        raise ValueError(f"conv2d: groups must be a positive int dividing both the input's {x.shape[1]} channels and "
-                         f"the weight's {weight.shape[0]} output channels (got groups={groups!r})")
-    if weight.shape[1] * groups != x.shape[1]:
-        raise ValueError(f"conv2d: weight of size {list(weight.shape)} with groups={groups} expected input"
-                         f"{list(x.shape)} to have {weight.shape[1] * groups} channels, but got {x.shape[1]} channels "
-                         "instead")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},) to match the weight's out_channels, "
-                         f"got {tuple(bias.shape)}")
-    if isinstance(padding, str):
-        x, padding = _padding_for(padding, x, weight, stride, dilation)
-    padding = _pair(padding, "padding")
-    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"conv2d: stride and dilation must be positive and padding non-negative (got stride "
-                         f"{stride}, padding {padding}, dilation {dilation})")
-    _conv_output(x, weight.shape[2:], stride, padding, dilation)
-    args = (x, weight) if bias is None else (x, weight, bias)
-    y = Conv2d.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return y.squeeze(0) if unbatched else y
+    return convolution(input, weight, bias, stride, padding, dilation, groups, 2, "conv2d")
 
 
-def _conv_output(x, kernel, stride, padding, dilation):
-    oh, ow = (out_size(n, k, s, p, d) for n, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation))
-    if oh < 1 or ow < 1:
-        raise ValueError(f"conv2d: input of size {tuple(x.shape)} gives output size ({oh}x{ow}) for kernel "
-                         f"{tuple(kernel)}, stride {stride}, padding {padding}, dilation {dilation}: output size is "
-                         "too small; use a larger input or more padding")
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """3-D cross-correlation of input (N, C, D, H, W) or (C, D, H, W) with weight (O, C/groups, KD, KH, KW), as
+    torch.nn.functional.conv3d."""
+    return convolution(input, weight, bias, stride, padding, dilation, groups, 3, "conv3d")
 
 
-def _padding_for(mode, x, weight, stride, dilation):
-    """conv2d's padding='valid' (none) or 'same' (the output keeps the input's size; stride 1 only). Where 'same'
-    needs an odd total, the extra row or column goes after the input, as in PyTorch."""
-    if mode == "valid":
-        return x, (0, 0)
-    if mode != "same":
-        raise ValueError(f"conv2d: Invalid padding string {mode!r}, should be one of ('valid', 'same')")
-    if stride != (1, 1):
-        raise ValueError(f"conv2d: padding='same' is not supported for strided convolutions (got stride {stride})")
-    total = [d * (k - 1) for d, k in zip(dilation, weight.shape[2:])]
-    if total[0] % 2 or total[1] % 2:
-        x = pad(x, (0, total[1] % 2, 0, total[0] % 2))
-    return x, (total[0] // 2, total[1] // 2)
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The transposed 1-D convolution (the gradient of conv1d with respect to its input), as
+    torch.nn.functional.conv_transpose1d: weight (C_in, C_out/groups, K)."""
+    return transposed_convolution(input, weight, bias, stride, padding, output_padding, groups, dilation, 1,
+                                  "conv_transpose1d")
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The transposed 2-D convolution, as torch.nn.functional.conv_transpose2d: weight (C_in, C_out/groups, KH, KW)."""
+    return transposed_convolution(input, weight, bias, stride, padding, output_padding, groups, dilation, 2,
+                                  "conv_transpose2d")
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The transposed 3-D convolution, as torch.nn.functional.conv_transpose3d."""
+    return transposed_convolution(input, weight, bias, stride, padding, output_padding, groups, dilation, 3,
+                                  "conv_transpose3d")
 
 
 # ---- pooling -----------------------------------------------------------------------------------------------

@@ -1,9 +1,8 @@
-"""The layers with weights (Linear, Conv2d) and the ones that reshape or drop (Flatten, Identity, Dropout)."""
+"""Linear, and the layers that reshape or drop (Flatten, Identity, Dropout); the convolutions are in conv.py."""
 import math
 
 from .. import ops
 from ..creation import empty_param
-from ..ops.movement import PADDING_MODES
 from . import functional as F
 from . import init
 from .module import Module, Parameter
@@ -14,11 +13,12 @@ def _positive(layer, what, value):
         raise ValueError(f"{layer}: {what} must be a positive int (got {value!r})")
 
 
-def _weight_and_bias(module, weight_shape, bias, device, dtype):
-    """Register weight and (optionally) bias, initialized as PyTorch does for Linear and Conv2d."""
+def _weight_and_bias(module, weight_shape, bias, device, dtype, bias_size=None):
+    """Register weight and (optionally) bias (of weight_shape[0] entries unless bias_size says), initialized as
+    PyTorch does for Linear and the convolutions."""
     module.weight = Parameter(empty_param(weight_shape, device, dtype))
     if bias:
-        module.bias = Parameter(empty_param((weight_shape[0],), device, dtype))
+        module.bias = Parameter(empty_param((bias_size or weight_shape[0],), device, dtype))
     else:
         module.register_parameter("bias", None)
     _reset_parameters(module)
@@ -52,63 +52,6 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-class Conv2d(Module):
-    """2-D convolution (cross-correlation) over (N, C, H, W) input."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
-                 padding_mode="zeros", device=None, dtype=None):
-        super().__init__()
-        _positive("Conv2d", "in_channels", in_channels)
-        _positive("Conv2d", "out_channels", out_channels)
-        _positive("Conv2d", "groups", groups)
-        if in_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) must be divisible by groups ({groups})")
-        if out_channels % groups:
-            raise ValueError(f"Conv2d: out_channels ({out_channels}) must be divisible by groups ({groups})")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"Conv2d: padding_mode must be one of {PADDING_MODES}, but got padding_mode="
-                             f"'{padding_mode}'")
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
-        self.padding = padding if isinstance(padding, str) else pair(padding)
-        if padding not in ("same", "valid") and isinstance(padding, str):
-            raise ValueError(f"Conv2d: Invalid padding string {padding!r}, should be one of ('valid', 'same')")
-        if padding == "same" and self.stride != (1, 1):
-            raise ValueError(f"Conv2d: padding='same' is not supported for strided convolutions (got stride "
-                             f"{self.stride})")
-        self.groups, self.padding_mode = groups, padding_mode
-        _weight_and_bias(self, (out_channels, in_channels // groups) + self.kernel_size, bias, device, dtype)
-
-    def reset_parameters(self):
-        _reset_parameters(self)
-
-    def forward(self, input):
-        if self.padding_mode == "zeros" or self.padding == "valid":
-            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if self.padding == "same":
-            total = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
-            widths = (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2)
-        else:
-            widths = (self.padding[1], self.padding[1], self.padding[0], self.padding[0])
-        x = F.pad(input, widths, mode=self.padding_mode)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-    def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
-        return s
 
 
 class Flatten(Module):

@@ -1,133 +1,203 @@
-"""conv2d, grouped and depthwise included, with a hand-derived backward pass.
+"""Convolution over 1, 2 or 3 spatial dims (dense, grouped, depthwise), its transpose, and their gradients.
 
-The columns (im2col) hold every input channel's windows, channel-major, so the rows of one group
-of channels are contiguous: with G groups, each GEMM is one batched product over the groups,
-(G, O/G, C/G*KH*KW) @ (G, C/G*KH*KW, P). G = 1 is the plain convolution, G = C the depthwise one.
+Three Functions, each linear in each of its inputs; the gradient of each is made of the three again, so a
+convolution can be differentiated to any order:
+
+- ``Convolution``: y = conv(x, w) + b;
+- ``ConvInput``: conv's gradient with respect to x for an output gradient gy, col2im of W^T gy. It is the
+  transposed convolution of gy with w, which is what ``conv_transpose`` runs;
+- ``ConvWeight``: conv's gradient with respect to w, Σ gy times the windows of x.
+
+<u, ConvInput(gy, w)> = <conv(u, w), gy> and <v, ConvWeight(x, gy)> = <conv(x, v), gy> give their gradients.
+
+The columns (im2col) hold every input channel's windows, channel-major, so the rows of one group of
+channels are contiguous: with G groups each GEMM is one batched product over the groups,
+(G, O/G, C/G*prod(kernel)) @ (G, C/G*prod(kernel), N*prod(out)). G = 1 is the plain convolution, G = C the
+depthwise one. This array code is the reference, which CuPy runs; on the CPU the compiled kernels of
+backend/cpu_kernels/conv.py take 2-D convolutions (and 1-D ones, as 2-D with a height of 1), a cache-sized
+chunk of samples at a time.
 """
+import itertools
+import math
+
 from ..autograd.function import Function
-from ._util import compiled_kernels
-from .pool import out_size, window
+from ._util import check_tensor, compiled_kernels
+from .movement import pad
 
 
-def _padded_channels_first(xp, x, padding):
-    """x (N, C, H, W) as a zero-padded (C, N, H + 2ph, W + 2pw) array."""
-    (ph, pw), (n, c, h, w) = padding, x.shape
-    out = xp.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    out[:, :, ph: ph + h, pw: pw + w] = x.transpose(1, 0, 2, 3)
-    return out
+def out_size(size, k, s, p, d=1):
+    """The number of windows along one dim: (size + 2p - d(k - 1) - 1) // s + 1 (0 if none fits)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    return span // s + 1 if span >= 0 else 0
 
 
-class Conv2d(Function):
-    """y[n,o] = sum_{c in o's group, i, j} w[o,c,i,j] * x_padded[n, c, s*h + d*i, s*w + d*j] (+ b[o]).
+class Convolution(Function):
+    """y[n, o] = Σ_{c in o's group, offsets} w[o, c, offsets] x_padded[n, c, s·position + d·offsets] (+ b[o]).
 
-    The batch is folded into the matrix product: the columns are laid out (G, C/G*KH*KW, N*OH*OW),
-    so forward, the weight gradient and the input gradient are each one batched GEMM, and
-    building or scattering the columns moves contiguous blocks, one kernel offset at a time.
-
-    Where the backend has compiled kernels, ``kernels.conv2d_forward`` and ``conv2d_backward``
-    do the same maths a cache-sized chunk of samples at a time (see backend/cpu_kernels/conv.py): backward
-    rebuilds each chunk's columns from x (which the graph holds anyway) rather than keeping an
-    array KH*KW times the size of x.
-
-    The gradient, as ops: gx = ConvInput(gy, w) (the transposed convolution), gw = ConvWeight(x, gy), and gb the
-    sum of gy. The three ops are each linear in each input, and each one's gradient is made of the three again,
-    so a convolution can be differentiated to any order.
+    ``geom`` is (stride, padding, dilation, out spatial shape, groups), tuples of one entry per spatial dim.
+    The gradient, as ops: gx = ConvInput(gy, w), gw = ConvWeight(x, gy), gb = Σ gy.
     """
 
     def forward(self, x, w, *b, stride, padding, dilation, groups):
-        xp = self.xp
-        oh = out_size(x.shape[2], w.shape[2], stride[0], padding[0], dilation[0])
-        ow = out_size(x.shape[3], w.shape[3], stride[1], padding[1], dilation[1])
-        self.x_shape, self.geom = x.shape, (stride, padding, dilation, (oh, ow), groups)
-        kernels = compiled_kernels(self.backend, x)
+        out = tuple(out_size(n, k, s, p, d) for n, k, s, p, d in zip(x.shape[2:], w.shape[2:], stride, padding,
+                                                                      dilation))
+        self.geom = (stride, padding, dilation, out, groups)
+        self.save_for_backward(x, w)
+        bias = b[0] if b else None
+        kernels = _kernels(self.backend, x)
         if kernels is not None:
-            self.save_for_backward(x, w)
-            return kernels.conv2d_forward(xp.ascontiguousarray(x), xp.ascontiguousarray(w), b[0] if b else None,
-                                          stride, padding, dilation, (oh, ow), groups)
-        cols = _columns(xp, x, w.shape, self.geom)
-        self.save_for_backward(x, w, cols)
-        return _conv_from_columns(xp, cols, w, b[0] if b else None, x.shape[0], (oh, ow), groups)
+            x2, w2, geom2 = _as_2d(x), _as_2d(w), _geom_2d(self.geom)
+            y = kernels.conv2d_forward(self.xp.ascontiguousarray(x2), self.xp.ascontiguousarray(w2), bias,
+                                       geom2[0], geom2[1], geom2[2], geom2[3], groups)
+            return y.reshape(y.shape[:2] + out)
+        return _conv_from_columns(self.xp, _columns(self.xp, x, w.shape, self.geom), w, bias, x.shape[0], out,
+                                  groups)
 
     def backward(self, gy):
-        xp, (x, w, *cols) = self.xp, self.saved
+        xp, (x, w) = self.xp, self.saved
         needs = self.needs_input_grad
         need_gb = len(needs) > 2 and needs[2]
-        stride, padding, dilation, out_hw, g = self.geom
-        kernels = compiled_kernels(self.backend, x)
+        kernels = _kernels(self.backend, x)
         if kernels is not None:
-            grads = kernels.conv2d_backward(xp.ascontiguousarray(x), xp.ascontiguousarray(w), gy, stride, padding,
-                                            dilation, g, needs[0], needs[1], need_gb)
-            return grads[:len(needs)]
-        gy2 = _grouped_gy(xp, gy, g)
+            stride, padding, dilation, _, g = _geom_2d(self.geom)
+            gx, gw, gb = kernels.conv2d_backward(xp.ascontiguousarray(_as_2d(x)), xp.ascontiguousarray(_as_2d(w)),
+                                                 _as_2d(gy), stride, padding, dilation, g, needs[0], needs[1], need_gb)
+            return (None if gx is None else gx.reshape(x.shape), None if gw is None else gw.reshape(w.shape),
+                    gb)[:len(needs)]
+        gy2 = _grouped_gy(xp, gy, self.geom[4])
         gx = _input_grad(xp, gy2, w, x.shape, self.geom) if needs[0] else None
-        gw = xp.matmul(gy2, cols[0].transpose(0, 2, 1)).reshape(w.shape) if needs[1] else None
+        gw = _weight_grad(xp, x, gy2, w.shape, self.geom) if needs[1] else None
         gb = gy2.reshape(w.shape[0], -1).sum(axis=1) if need_gb else None
         return (gx, gw, gb)[:len(needs)]
 
     def gradient(self, gy):
-        x, w = self.saved_tensors[:2]
+        x, w = self.saved_tensors
         needs = self.needs_input_grad
-        stride, padding, dilation, out_hw, g = self.geom
-        geom = dict(stride=stride, padding=padding, dilation=dilation, groups=g)
+        geom = _kwargs(self.geom)
         gx = ConvInput.apply(gy, w, x_shape=x.shape, **geom) if needs[0] else None
         gw = ConvWeight.apply(x, gy, w_shape=w.shape, **geom) if needs[1] else None
-        gb = gy.sum((0, 2, 3)) if len(needs) > 2 and needs[2] else None
+        gb = gy.sum((0,) + tuple(range(2, gy.ndim))) if len(needs) > 2 and needs[2] else None
         return (gx, gw, gb)[:len(needs)]
 
 
 class ConvInput(Function):
-    """gx = the gradient of conv2d(x, w) with respect to x, for the output gradient gy: the transposed
-    convolution of gy with w (col2im of W^T gy), of shape ``x_shape``.
+    """gx of conv(x, w) for the output gradient gy: the transposed convolution of gy with w, of shape ``x_shape``.
 
-    Linear in gy and in w: <u, ConvInput(gy, w)> = <conv2d(u, w), gy>, so its gradient is conv2d(u, w) for gy
-    and ConvWeight(u, gy) for w.
+    Linear in gy and in w; its gradient is conv(u, w) for gy and ConvWeight(u, gy) for w.
     """
 
     def forward(self, gy, w, x_shape, stride, padding, dilation, groups):
-        xp = self.xp
         self.save_for_backward(gy, w)
-        self.x_shape, self.geom = x_shape, (stride, padding, dilation, gy.shape[2:], groups)
-        kernels = compiled_kernels(self.backend, gy)
+        self.x_shape, self.geom = tuple(x_shape), (stride, padding, dilation, gy.shape[2:], groups)
+        kernels = _kernels(self.backend, gy)
+        full = _full_out(x_shape, w.shape, stride, padding, dilation)
+        if kernels is not None and full != gy.shape[2:]:
+            # NOTE: an output_padding of a stride or more (a transposed convolution with a larger dilation) makes x
+            # hold windows past gy's last position: the kernel, which derives the positions from x's size, gets gy
+            # padded with zeros, which add nothing.
+            gy = self.xp.pad(gy, ((0, 0), (0, 0)) + tuple((0, f - n) for f, n in zip(full, gy.shape[2:])))
         if kernels is not None:
-            return kernels.conv2d_backward(_placeholder(xp, x_shape, gy.dtype), xp.ascontiguousarray(w), gy, stride,
-                                           padding, dilation, groups, True, False, False)[0]
-        return _input_grad(xp, _grouped_gy(xp, gy, groups), w, x_shape, self.geom)
+            s2, p2, d2, _, g = _geom_2d(self.geom)
+            x2_shape = tuple(x_shape[:2]) + (1,) * (4 - len(x_shape)) + tuple(x_shape[2:])
+            gx = kernels.conv2d_backward(_placeholder(self.xp, x2_shape, gy.dtype),
+                                         self.xp.ascontiguousarray(_as_2d(w)), _as_2d(gy), s2, p2, d2, g, True, False,
+                                         False)[0]
+            return gx.reshape(x_shape)
+        return _input_grad(self.xp, _grouped_gy(self.xp, gy, groups), w, x_shape, self.geom)
+
+    def backward(self, u):
+        gy, w = self.saved
+        return _conv_input_grads(self, u, gy, w, lambda *a, **k: _array(Convolution, self, *a, **k),
+                                 lambda *a, **k: _array(ConvWeight, self, *a, **k))
 
     def gradient(self, u):
         gy, w = self.saved_tensors
-        stride, padding, dilation, _, g = self.geom
-        geom = dict(stride=stride, padding=padding, dilation=dilation, groups=g)
-        ggy = Conv2d.apply(u, w, **geom) if self.needs_input_grad[0] else None
-        gw = ConvWeight.apply(u, gy, w_shape=w.shape, **geom) if self.needs_input_grad[1] else None
-        return ggy, gw
+        return _conv_input_grads(self, u, gy, w, Convolution.apply, ConvWeight.apply)
+
+
+def _conv_input_grads(fn, u, gy, w, conv, weight_grad):
+    geom = _kwargs(fn.geom)
+    ggy = _crop(conv(u, w, **geom), gy.shape[2:]) if fn.needs_input_grad[0] else None
+    gw = weight_grad(u, gy, w_shape=w.shape, **geom) if fn.needs_input_grad[1] else None
+    return ggy, gw
+
+
+def _full_out(x_shape, w_shape, stride, padding, dilation):
+    """The spatial output shape of a convolution of an input of x_shape."""
+    return tuple(out_size(n, k, s, p, d) for n, k, s, p, d in zip(x_shape[2:], w_shape[2:], stride, padding, dilation))
+
+
+def _crop(y, spatial):
+    """y's first positions along each spatial dim, as many as ``spatial`` (all of them, usually): where gy covers
+    fewer positions than a convolution of x gives (see ConvInput.forward), the rest are not in the graph."""
+    if tuple(y.shape[2:]) == tuple(spatial):
+        return y
+    return y[(slice(None), slice(None)) + tuple(slice(0, n) for n in spatial)]
 
 
 class ConvWeight(Function):
-    """gw = the gradient of conv2d(x, w) with respect to w, for the output gradient gy: Σ over samples and
-    positions of gy times the windows of x, of shape ``w_shape``.
+    """gw of conv(x, w) for the output gradient gy: Σ over samples and positions of gy times the windows of x,
+    of shape ``w_shape``.
 
-    Linear in x and in gy: <v, ConvWeight(x, gy)> = <conv2d(x, v), gy>, so its gradient is ConvInput(gy, v) for
-    x and conv2d(x, v) for gy.
+    Linear in x and in gy; its gradient is ConvInput(gy, v) for x and conv(x, v) for gy.
     """
 
     def forward(self, x, gy, w_shape, stride, padding, dilation, groups):
-        xp = self.xp
         self.save_for_backward(x, gy)
         self.geom = (stride, padding, dilation, gy.shape[2:], groups)
-        kernels = compiled_kernels(self.backend, x)
+        kernels = _kernels(self.backend, x)
         if kernels is not None:
-            return kernels.conv2d_backward(xp.ascontiguousarray(x), _placeholder(xp, w_shape, x.dtype), gy, stride,
-                                           padding, dilation, groups, False, True, False)[1]
-        cols = _columns(xp, x, w_shape, self.geom)
-        return xp.matmul(_grouped_gy(xp, gy, groups), cols.transpose(0, 2, 1)).reshape(w_shape)
+            s2, p2, d2, _, g = _geom_2d(self.geom)
+            w2_shape = tuple(w_shape[:2]) + (1,) * (4 - len(w_shape)) + tuple(w_shape[2:])
+            gw = kernels.conv2d_backward(self.xp.ascontiguousarray(_as_2d(x)), _placeholder(self.xp, w2_shape, x.dtype),
+                                         _as_2d(gy), s2, p2, d2, g, False, True, False)[1]
+            return gw.reshape(w_shape)
+        return _weight_grad(self.xp, x, _grouped_gy(self.xp, gy, groups), w_shape, self.geom)
+
+    def backward(self, v):
+        x, gy = self.saved
+        return _conv_weight_grads(self, v, x, gy, lambda *a, **k: _array(ConvInput, self, *a, **k),
+                                  lambda *a, **k: _array(Convolution, self, *a, **k))
 
     def gradient(self, v):
         x, gy = self.saved_tensors
-        stride, padding, dilation, _, g = self.geom
-        geom = dict(stride=stride, padding=padding, dilation=dilation, groups=g)
-        gx = ConvInput.apply(gy, v, x_shape=x.shape, **geom) if self.needs_input_grad[0] else None
-        ggy = Conv2d.apply(x, v, **geom) if self.needs_input_grad[1] else None
-        return gx, ggy
+        return _conv_weight_grads(self, v, x, gy, ConvInput.apply, Convolution.apply)
+
+
+def _conv_weight_grads(fn, v, x, gy, input_grad, conv):
+    geom = _kwargs(fn.geom)
+    gx = input_grad(gy, v, x_shape=x.shape, **geom) if fn.needs_input_grad[0] else None
+    ggy = _crop(conv(x, v, **geom), gy.shape[2:]) if fn.needs_input_grad[1] else None
+    return gx, ggy
+
+
+def _array(cls, fn, *arrays, **kwargs):
+    """cls's forward on arrays, from inside a backward on arrays (no graph, no Tensors)."""
+    op = cls._node(fn.device, (False,) * len(arrays))
+    return op.forward(*arrays, **kwargs)
+
+
+def _kwargs(geom):
+    stride, padding, dilation, _, groups = geom
+    return dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+# ---- 1-D as 2-D, for the compiled kernels --------------------------------------------------------------------------
+def _kernels(backend, a):
+    """The compiled kernels for a 1-D or 2-D convolution of a floating-point array (3-D runs the array code)."""
+    return compiled_kernels(backend, a) if a.ndim in (3, 4) else None
+
+
+def _as_2d(a):
+    """A 1-D convolution's (N, C, L) array as (N, C, 1, L); a 2-D one's as it is."""
+    return a[:, :, None, :] if a.ndim == 3 else a
+
+
+def _geom_2d(geom):
+    stride, padding, dilation, out, groups = geom
+    if len(stride) == 2:
+        return geom
+    return (1,) + tuple(stride), (0,) + tuple(padding), (1,) + tuple(dilation), (1,) + tuple(out), groups
 
 
 def _placeholder(xp, shape, dtype):
@@ -135,42 +205,203 @@ def _placeholder(xp, shape, dtype):
     return xp.broadcast_to(xp.zeros((), dtype=dtype), tuple(shape))
 
 
-def _columns(xp, x, w_shape, geom):
-    """im2col: x's windows as (G, C/G*KH*KW, N*OH*OW), channel-major."""
-    stride, padding, dilation, (oh, ow), groups = geom
+# ---- the array code: im2col, the GEMMs, col2im -----------------------------------------------------------------------
+def _window(a, offset, stride, dilation, out):
+    """a[..., offset·dilation + stride·position] for every output position: one kernel offset's strided view."""
+    return a[(Ellipsis,) + tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                                 for o, s, d, n in zip(offset, stride, dilation, out))]
+
+
+def _padded_channels_first(xp, x, padding):
+    """x (N, C, *spatial) as a zero-padded (C, N, *padded spatial) array."""
     n, c = x.shape[:2]
-    kh, kw = w_shape[2:]
-    xt = _padded_channels_first(xp, x, padding)                       # (C, N, Hp, Wp)
-    cols = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = window(xt, i, j, stride, dilation, (oh, ow))
-    return cols.reshape(groups, c // groups * kh * kw, n * oh * ow)
+    out = xp.zeros((c, n) + tuple(s + 2 * p for s, p in zip(x.shape[2:], padding)), dtype=x.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(p, p + s) for s, p in zip(x.shape[2:], padding))] = \
+        x.transpose((1, 0) + tuple(range(2, x.ndim)))
+    return out
 
 
-def _conv_from_columns(xp, cols, w, b, n, out_hw, groups):
-    """y (N, O, OH, OW) = W @ cols per group, plus b."""
+def _columns(xp, x, w_shape, geom):
+    """im2col: x's windows as (G, C/G*prod(kernel), N*prod(out)), channel-major."""
+    stride, padding, dilation, out, groups = geom
+    n, c = x.shape[:2]
+    kernel = tuple(w_shape[2:])
+    xt = _padded_channels_first(xp, x, padding)                            # (C, N, *padded)
+    cols = xp.empty((c,) + kernel + (n,) + tuple(out), dtype=x.dtype)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        cols[(slice(None),) + offset] = _window(xt, offset, stride, dilation, out)
+    return cols.reshape(groups, c // groups * math.prod(kernel), n * math.prod(out))
+
+
+def _conv_from_columns(xp, cols, w, b, n, out, groups):
+    """y (N, O, *out) = W @ cols per group, plus b."""
     o = w.shape[0]
-    y = xp.matmul(w.reshape(groups, o // groups, -1), cols).reshape(o, n * out_hw[0] * out_hw[1])
+    y = xp.matmul(w.reshape(groups, o // groups, -1), cols).reshape(o, n * math.prod(out))
     if b is not None:
         y += b[:, None]
-    return xp.ascontiguousarray(y.reshape(o, n, *out_hw).transpose(1, 0, 2, 3))
+    return xp.ascontiguousarray(y.reshape((o, n) + tuple(out)).transpose((1, 0) + tuple(range(2, 2 + len(out)))))
 
 
 def _grouped_gy(xp, gy, groups):
-    """gy (N, O, OH, OW) as (G, O/G, N*OH*OW), the layout of the columns' products."""
+    """gy (N, O, *out) as (G, O/G, N*prod(out)), the layout of the columns' products."""
     n, o = gy.shape[:2]
-    return xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(groups, o // groups, -1)
+    return xp.ascontiguousarray(gy.transpose((1, 0) + tuple(range(2, gy.ndim)))).reshape(groups, o // groups, -1)
 
 
 def _input_grad(xp, gy2, w, x_shape, geom):
     """col2im of W^T gy: every column's gradient added back where its window read x."""
-    stride, (ph, pw), dilation, (oh, ow), g = geom
-    n, c, h, wd = x_shape
-    o, cg, kh, kw = w.shape
-    gcols = xp.matmul(w.reshape(g, o // g, -1).transpose(0, 2, 1), gy2).reshape(c, kh, kw, n, oh, ow)
-    gxt = xp.zeros((c, n, h + 2 * ph, wd + 2 * pw), dtype=gy2.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            window(gxt, i, j, stride, dilation, (oh, ow))[...] += gcols[:, i, j]
-    return xp.ascontiguousarray(gxt[:, :, ph: ph + h, pw: pw + wd].transpose(1, 0, 2, 3))
+    stride, padding, dilation, out, g = geom
+    n, c = x_shape[:2]
+    o, kernel = w.shape[0], tuple(w.shape[2:])
+    gcols = xp.matmul(w.reshape(g, o // g, -1).transpose(0, 2, 1), gy2).reshape((c,) + kernel + (n,) + tuple(out))
+    gxt = xp.zeros((c, n) + tuple(s + 2 * p for s, p in zip(x_shape[2:], padding)), dtype=gy2.dtype)
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        _window(gxt, offset, stride, dilation, out)[...] += gcols[(slice(None),) + offset]
+    inner = gxt[(slice(None), slice(None)) + tuple(slice(p, p + s) for s, p in zip(x_shape[2:], padding))]
+    return xp.ascontiguousarray(inner.transpose((1, 0) + tuple(range(2, inner.ndim))))
+
+
+def _weight_grad(xp, x, gy2, w_shape, geom):
+    """Σ gy times the windows of x, per group: gy2 @ cols^T."""
+    cols = _columns(xp, x, w_shape, geom)
+    return xp.matmul(gy2, cols.transpose(0, 2, 1)).reshape(w_shape)
+
+
+# ---- the public functions: PyTorch's arguments, checks and errors --------------------------------------------------
+def _tuple(v, d, name, op):
+    """An int or a sequence of d ints as a d-tuple."""
+    t = (v,) * d if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
+    if len(t) == 1 and d > 1:
+        t = t * d
+    if len(t) != d or not all(isinstance(i, int) and not isinstance(i, bool) for i in t):
+        raise ValueError(f"{op}: expected {name} to be a single integer value or a list of {d} values to match the "
+                         f"convolution dimensions, but got {name}={v!r}")
+    return t
+
+
+def _check_common(op, d, x, weight, bias, transposed):
+    """The checks both kinds share; returns (x as batched, whether it was unbatched)."""
+    check_tensor(op, x)
+    check_tensor(op, weight, "weight", 2)
+    if bias is not None:
+        check_tensor(op, bias, "bias", 3)
+    if x.ndim not in (d + 1, d + 2):
+        raise ValueError(f"Expected {d + 1}D (unbatched) or {d + 2}D (batched) input to {op}, but got input of size: "
+                         f"{list(x.shape)}")
+    for t in (weight, bias):
+        if t is not None and t.dtype != x.dtype:
+            raise RuntimeError(f"{op}: Input type ({x.dtype}) and weight type ({t.dtype}) should be the same; convert "
+                               f"the input with .to({t.dtype}) or the model with .to({x.dtype})")
+        if t is not None and t.device is not x.device:
+            raise RuntimeError(f"{op}: input is on {x.device} but the weight is on {t.device}; move the model with "
+                               f".to('{x.device}')")
+    if x.dtype.kind != "f":
+        raise RuntimeError(f"{op}: expected a floating-point input, got {x.dtype}; convert it first, e.g. x.float()")
+    if weight.ndim != d + 2:
+        layout = "(in_channels, out_channels/groups, *kernel)" if transposed else "(out_channels, in_channels/groups, " \
+                                                                                  "*kernel)"
+        raise ValueError(f"{op}: Expected {d + 2}-dimensional weight {layout} for {d + 2}-dimensional input, but got "
+                         f"{weight.ndim}-dimensional weight of size {list(weight.shape)}")
+    unbatched = x.ndim == d + 1
+    return (x.unsqueeze(0) if unbatched else x), unbatched
+
+
+def _check_geometry(op, stride, dilation, padding, groups):
+    if min(stride) < 1:
+        raise ValueError(f"{op}: non-positive stride is not supported (got stride={stride})")
+    if min(dilation) < 1:
+        raise ValueError(f"{op}: dilation should be greater than zero (got dilation={dilation})")
+    if not isinstance(padding, str) and min(padding) < 0:
+        raise ValueError(f"{op}: negative padding is not supported (got padding={padding})")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: non-positive groups is not supported (got groups={groups!r})")
+
+
+def convolution(x, weight, bias, stride, padding, dilation, groups, d, op):
+    """torch.nn.functional.conv{d}d: the cross-correlation of x (N, C, *spatial) or (C, *spatial) with weight
+    (O, C/groups, *kernel), plus bias (O,). padding is ints, 'valid' (none) or 'same' (the output keeps the input's
+    size; stride 1 only; an odd total padding puts the extra row after the input, as in PyTorch)."""
+    x, unbatched = _check_common(op, d, x, weight, bias, False)
+    stride, dilation = _tuple(stride, d, "stride", op), _tuple(dilation, d, "dilation", op)
+    if isinstance(padding, str):
+        if padding not in ("valid", "same"):
+            raise ValueError(f"{op}: Invalid padding string {padding!r}, should be one of ('valid', 'same')")
+    else:
+        padding = _tuple(padding, d, "padding", op)
+    _check_geometry(op, stride, dilation, padding, groups)
+    c, o = x.shape[1], weight.shape[0]
+    if weight.shape[1] * groups != c:
+        raise ValueError(f"{op}: Given groups={groups}, weight of size {list(weight.shape)}, expected input"
+                         f"{list(x.shape)} to have {weight.shape[1] * groups} channels, but got {c} channels instead")
+    if o % groups:
+        raise ValueError(f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+                         f"but got weight of size {list(weight.shape)} instead")
+    if bias is not None and tuple(bias.shape) != (o,):
+        raise ValueError(f"{op}: Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+                         f"{o} elements, but got bias of size {list(bias.shape)} instead")
+    if padding == "valid":
+        padding = (0,) * d
+    elif padding == "same":
+        if stride != (1,) * d:
+            raise ValueError(f"{op}: padding='same' is not supported for strided convolutions (got stride {stride})")
+        total = [dl * (k - 1) for dl, k in zip(dilation, weight.shape[2:])]
+        extra = [t % 2 for t in total]
+        if any(extra):
+            widths = []
+            for e in reversed(extra):
+                widths += [0, e]
+            x = pad(x, tuple(widths))
+        padding = tuple(t // 2 for t in total)
+    padded = tuple(n + 2 * p for n, p in zip(x.shape[2:], padding))
+    effective = tuple(dl * (k - 1) + 1 for dl, k in zip(dilation, weight.shape[2:]))
+    if any(e > n for e, n in zip(effective, padded)):
+        raise ValueError(f"{op}: Calculated padded input size per channel: ({' x '.join(map(str, padded))}). Kernel "
+                         f"size: ({' x '.join(map(str, effective))}). Kernel size can't be greater than actual input "
+                         "size")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    y = Convolution.apply(*args, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return y.squeeze(0) if unbatched else y
+
+
+def transposed_output_shape(in_shape, kernel, stride, padding, output_padding, dilation):
+    """The spatial output shape of a transposed convolution: (in - 1)·s - 2p + d(k - 1) + output_padding + 1."""
+    return tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1
+                 for n, k, s, p, op, d in zip(in_shape, kernel, stride, padding, output_padding, dilation))
+
+
+def transposed_convolution(x, weight, bias, stride, padding, output_padding, groups, dilation, d, op):
+    """torch.nn.functional.conv_transpose{d}d: the adjoint of conv{d}d, x (N, C_in, *spatial) with weight
+    (C_in, C_out/groups, *kernel), plus bias (C_out,); output_padding adds that many rows after the last
+    (it tells apart the input sizes a strided convolution maps to the same output size)."""
+    x, unbatched = _check_common(op, d, x, weight, bias, True)
+    stride, dilation = _tuple(stride, d, "stride", op), _tuple(dilation, d, "dilation", op)
+    if isinstance(padding, str):
+        raise ValueError(f"{op}: padding={padding!r} is not supported for transposed convolutions; give integers")
+    padding, output_padding = _tuple(padding, d, "padding", op), _tuple(output_padding, d, "output_padding", op)
+    _check_geometry(op, stride, dilation, padding, groups)
+    c = x.shape[1]
+    if weight.shape[0] != c:
+        raise ValueError(f"{op}: Given transposed=1, weight of size {list(weight.shape)}, expected input"
+                         f"{list(x.shape)} to have {weight.shape[0]} channels, but got {c} channels instead")
+    if c % groups:
+        raise ValueError(f"{op}: Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+                         f"but got weight of size {list(weight.shape)} instead")
+    if any(p < 0 for p in output_padding) or any(p >= max(s, dl) for p, s, dl in zip(output_padding, stride,
+                                                                                      dilation)):
+        raise ValueError(f"{op}: output padding must be smaller than either stride or dilation, but got "
+                         f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    c_out = weight.shape[1] * groups
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"{op}: Given transposed=1, weight of size {list(weight.shape)}, expected bias to be "
+                         f"1-dimensional with {c_out} elements, but got bias of size {list(bias.shape)} instead")
+    out = transposed_output_shape(x.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation)
+    if min(out) < 1:
+        raise ValueError(f"{op}: the output size {list(out)} of input {list(x.shape)} with kernel "
+                         f"{list(weight.shape[2:])}, stride {stride}, padding {padding} and dilation {dilation} is "
+                         "too small; use less padding")
+    y = ConvInput.apply(x, weight, x_shape=(x.shape[0], c_out) + out, stride=stride, padding=padding,
+                        dilation=dilation, groups=groups)
+    if bias is not None:
+        y = y + bias.reshape((1, c_out) + (1,) * d)
+    return y.squeeze(0) if unbatched else y
+
