@@ -32,8 +32,9 @@ def _text(nb):
     return "\n".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
 
 
-def test_three_notebooks_each_with_a_solution():
-    assert NAMES == ["01_batchnorm_backward.ipynb", "02_one_formula_other_axes.ipynb", "03_running_statistics.ipynb"]
+def test_four_notebooks_each_with_a_solution():
+    assert NAMES == ["01_batchnorm_backward.ipynb", "02_one_formula_other_axes.ipynb", "03_running_statistics.ipynb",
+                     "04_batchnorm_double_backward.ipynb"]
     assert sorted(os.listdir(os.path.join(NOTEBOOKS, "solutions"))) == NAMES
 
 
@@ -83,6 +84,14 @@ PLANTED = [
      "running_mean is the first that disagrees"),
     ("03_running_statistics.ipynb", "batch_var = b.var(axis=0, ddof=1)", "batch_var = b.var(axis=0)",
      "exactly what a biased running variance"),
+    # the double backward: a term forgotten, a mean of products taken as a product of means, u for v in eval mode
+    ("04_batchnorm_double_backward.ipynb", "dgy = gamma * inv_std * P_u + x_hat * v + w",
+     "dgy = gamma * inv_std * P_u + x_hat * v", "dgy is the first intermediate that disagrees"),
+    ("04_batchnorm_double_backward.ipynb", "k = avg(g_hat * u) - avg(g_hat) * avg(u) - mean_g_xhat * mean_u_xhat",
+     "k = avg(g_hat) * avg(u) - avg(g_hat) * avg(u) - mean_g_xhat * mean_u_xhat",
+     "dx_from_gx is the first intermediate that disagrees"),
+    ("04_batchnorm_double_backward.ipynb", "dx = gy * inv_std_r * v", "dx = gy * inv_std_r * u",
+     "dx is the first intermediate that disagrees"),
 ]
 
 
