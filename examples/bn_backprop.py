@@ -5,10 +5,13 @@ gradient of every intermediate on the way back, then the input gradient three wa
 hand-derived closed form, autograd through the composite layer, and finite differences.
 Read it next to docs/normalization.md section 1. With --graph, it also draws the graph of one
 BatchNorm1d call both ways, fused (one hand-derived Function) and composite (the primitive ops
-autograd differentiates), side by side.
+autograd differentiates), side by side. With --double-graph, it draws the graph of a loss plus a
+gradient penalty on the same call: the gradient made with create_graph=True has a graph of its
+own, whose node is batch norm's backward as an op (docs/normalization.md, section 9).
 
     python examples/bn_backprop.py
     python examples/bn_backprop.py --graph bn_graphs.svg     # needs: pip install graphviz; dot renders it
+    python examples/bn_backprop.py --double-graph bn_double_backward.svg
 """
 import argparse
 
@@ -54,6 +57,24 @@ def finite_differences(f, x, eps=1e-6):
     return grad
 
 
+def draw_double_backward(x_np, gamma_np, beta_np, gy_np, eps, path):
+    """Draw loss + |∂loss/∂x|² for one fused BatchNorm1d call, loss = Σ y·gy: the forward's node
+    (StandardizeBackward) and, beside it, the node of the gradient's own graph (StandardizeBackwardBackward,
+    the hand-derived backward as an op with outputs gx, ggamma, gbeta), both reading x and the weight."""
+    from tinygradnorm.viz import draw_graph, save_graph
+    layer = nn.BatchNorm1d(x_np.shape[1], eps=eps).double()
+    layer.weight.data[...] = gamma_np
+    layer.bias.data[...] = beta_np
+    x = tg.tensor(x_np, requires_grad=True)
+    loss = (layer(x) * tg.tensor(gy_np)).sum()
+    gx, = tg.autograd.grad(loss, x, create_graph=True)
+    total = loss + (gx * gx).sum()
+    names = [("x", x), ("loss + |gx|²", total)] + list(layer.named_parameters())
+    written = save_graph(draw_graph(total, params=names, rankdir="TB"), path)
+    print(f"\nThe graph of loss + |gx|², gx made with create_graph=True: {written}"
+          + ("" if written == path else " (Graphviz's dot program is missing: DOT source only)"))
+
+
 class _Parser(argparse.ArgumentParser):
     """Errors as one line, with no usage block."""
 
@@ -69,12 +90,16 @@ def main(argv=None):
     ap.add_argument("--graph", metavar="FILE", default=None,
                     help="also draw the fused and composite graphs, with their gradients, to FILE (.svg, .png, .pdf "
                          "or .dot; without Graphviz's dot program, the DOT source goes to FILE.dot)")
+    ap.add_argument("--double-graph", metavar="FILE", default=None,
+                    help="also draw the graph of loss + |dloss/dx|² for the fused layer, where the gradient is "
+                         "made with create_graph=True, to FILE")
     args = ap.parse_args(argv)
-    if args.graph is not None:
-        try:
-            import graphviz  # noqa: F401
-        except ImportError:
-            ap.error(f"--graph {args.graph}: drawing needs the graphviz package: pip install graphviz")
+    for flag, path in (("--graph", args.graph), ("--double-graph", args.double_graph)):
+        if path is not None:
+            try:
+                import graphviz  # noqa: F401
+            except ImportError:
+                ap.error(f"{flag} {path}: drawing needs the graphviz package: pip install graphviz")
     if args.batch < 2:
         ap.error(f"--batch {args.batch}: batch norm needs at least 2 values per channel to have a variance")
     if args.features < 1:
@@ -130,6 +155,8 @@ def main(argv=None):
         written = save_graph(g, args.graph)
         print(f"\nThe two graphs, with their gradients: {written}"
               + ("" if written == args.graph else " (Graphviz's dot program is missing: DOT source only)"))
+    if args.double_graph is not None:
+        draw_double_backward(x_np, gamma_np, beta_np, gy_np, eps, args.double_graph)
     layer = nn.BatchNorm1d(c, eps=eps).double()
     layer.weight.data[...] = gamma_np
     layer.bias.data[...] = beta_np

@@ -123,3 +123,23 @@ def test_missing_graphviz_package_says_how_to_install_it(monkeypatch):
 def test_draw_graph_refuses_what_is_not_a_tensor():
     with pytest.raises(TypeError, match="root must be a Tensor, got ndarray"):
         draw_graph(np.ones(3))
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["before-backward", "after-backward"])
+def test_a_gradient_made_with_create_graph_draws_the_backward_as_its_own_node(backward):
+    """The penalty graph of one batch norm: the backward is an op (StandardizeBackwardBackward) reading x, the
+    upstream gradient and the weight; two of its outputs, gx and ggamma, flow on as labelled, separate tensors,
+    also after a backward has freed the graph's tensors."""
+    m, x, y = _bn("fused")
+    gx, ggamma = tg.autograd.grad((y * y).sum(), (x, m.weight), create_graph=True)
+    total = (gx * gx).sum() + ggamma.sum()
+    if backward:
+        total.backward()
+    g = draw_graph(total, params=[("x", x)] + list(m.named_parameters()))
+    nodes, edges = _structure(g)
+    back = [k for k, v in nodes.items() if v == "StandardizeBackwardBackward"]
+    assert len(back) == 1 and "StandardizeBackward" in nodes.values()        # the forward's node, feeding gy
+    outs = re.findall(rf'^\s*{back[0]} -> (\w+) \[label="output (\d)"', g.source, re.M)
+    assert sorted(k for _, k in outs) == ["0", "1"] and len({t for t, _ in outs}) == 2
+    tensors = {v: k for k, v in nodes.items() if k.startswith("t")}
+    assert (tensors["x"], back[0]) in edges and (tensors["weight"], back[0]) in edges

@@ -15,6 +15,10 @@ backward, a leaf's ellipse also shows a summary of its gradient. Forward keeps t
 tensors only until backward frees them; after that, their ellipses show the shape and dtype
 the graph remembers, and the values of those that ``retain_grad()`` kept.
 
+A gradient made with ``create_graph=True`` has a graph of its own, drawn the same way: a norm's
+backward is then an op (``StandardizeBackwardBackward``, whose outputs are gx, ggamma and gbeta),
+and an edge from a Function with several outputs says which output it carries.
+
 It needs the ``graphviz`` Python package (``pip install -e ".[viz]"``). Rendering to SVG or PNG
 also needs the ``dot`` program (Debian: ``apt-get install graphviz``). Without ``dot``, the
 Digraph still gives its DOT source.
@@ -35,8 +39,9 @@ def draw_graph(root, params=None, show_grad=True, rankdir="LR"):
     """A graphviz.Digraph of the graph that made ``root`` (a Tensor): its Functions and tensors.
 
     ``params`` maps names to tensors (``dict(model.named_parameters())``, or a list of (name, tensor) pairs)
-    so that parameters, and any other tensor named there, show their names. With ``show_grad``, tensors with a ``.grad`` show a summary of it. ``rankdir`` is Graphviz's
-    direction: "LR" (inputs on the left) or "TB" (top to bottom).
+    so that parameters, and any other tensor named there, show their names. With ``show_grad``, tensors with a
+    ``.grad`` show a summary of it. ``rankdir`` is Graphviz's direction: "LR" (inputs on the left) or "TB" (top
+    to bottom).
     """
     try:
         import graphviz
@@ -66,10 +71,6 @@ def draw_graph(root, params=None, show_grad=True, rankdir="LR"):
             g.node(key, fn.name(), **_FUNCTION)
         return key
 
-    def kept_output(fn):
-        """The output tensor of fn when retain_grad() keeps a reference to it, else None."""
-        return retained_output(fn)
-
     out = tensor_node(root, "output", names.get(id(root), "output"))
     if root._ctx is None:
         return g
@@ -80,11 +81,12 @@ def draw_graph(root, params=None, show_grad=True, rankdir="LR"):
         here = function_node(fn)
         parents = getattr(fn, "parents", None)
         meta = getattr(fn, "input_meta", None)
+        slots = fn.slots or (0,) * len(fn.edges)
         for i, edge in enumerate(fn.edges):
             t = parents[i] if parents is not None else None
             if isinstance(edge, Function):
-                g.edge(_between(g, drawn, edge, t, meta[i] if meta else None, kept_output(edge), tensor_node,
-                                function_node), here)
+                g.edge(_between(g, drawn, edge, slots[i], t, meta[i] if meta else None, retained_output(edge, slots[i]),
+                                tensor_node, function_node), here)
                 if id(edge) not in seen:
                     seen.add(id(edge))
                     stack.append(edge)
@@ -132,15 +134,18 @@ def save_graph(g, path):
     return path
 
 
-def _between(g, drawn, producer, t, meta, kept, tensor_node, function_node):
-    """The node for the tensor that flows from ``producer`` into its consumer: the tensor itself while forward's
-    references last (or retain_grad kept it), else an ellipse with the shape and dtype the graph remembers."""
+def _between(g, drawn, producer, slot, t, meta, kept, tensor_node, function_node):
+    """The node for the tensor that flows from output ``slot`` of ``producer`` into its consumer: the tensor
+    itself while forward's references last (or retain_grad kept it), else an ellipse with the shape and dtype
+    the graph remembers. The edge from a Function with several outputs (a norm's backward: gx, ggamma, gbeta)
+    says which output it is."""
     src = function_node(producer)
+    several = len(getattr(producer, "out_vcs", None) or ()) > 1
     t = t if t is not None else kept
     if t is not None:
         key = tensor_node(t, "intermediate", "")
     else:
-        key = f"m{id(producer)}"
+        key = f"m{id(producer)}_{slot}"
         if key not in drawn:
             drawn.add(key)
             shape, dtype = meta if meta else ("?", "?")
@@ -148,7 +153,7 @@ def _between(g, drawn, producer, t, meta, kept, tensor_node, function_node):
                    style="filled", **_TENSOR)
     if (src, key) not in drawn:
         drawn.add((src, key))
-        g.edge(src, key)
+        g.edge(src, key, **({"label": f"output {slot}", "fontsize": "9"} if several else {}))
     return key
 
 
