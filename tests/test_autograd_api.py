@@ -102,6 +102,33 @@ def test_backward_inputs_accumulates_only_into_those(torch):
     _agree(*_both(torch, fn, R.standard_normal(3), R.standard_normal(3)))
 
 
+class Scale(Function):
+    """y = a * b, recording which gradients each backward was asked for."""
+    asked = []
+
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a * b
+
+    def backward(self, g):
+        a, b = self.saved
+        Scale.asked.append(self.needs_input_grad)
+        return (g * b if self.needs_input_grad[0] else None), (g * a if self.needs_input_grad[1] else None)
+
+
+def test_a_walk_for_some_inputs_asks_each_function_only_for_the_gradients_that_lead_there():
+    """grad(loss, x) asks no Function for a weight's gradient (a gradient penalty's first walk computes none), and
+    the graph keeps its needs for a later walk that wants them."""
+    x, w = tg.tensor([1.0, 2.0], requires_grad=True), tg.tensor([3.0, 4.0], requires_grad=True)
+    y = Scale.apply(Scale.apply(x, w), w)
+    Scale.asked.clear()
+    gx, = tg.autograd.grad(y.sum(), x, retain_graph=True)
+    assert Scale.asked == [(True, False), (True, False)] and gx.tolist() == [9.0, 16.0]
+    Scale.asked.clear()
+    y.sum().backward()
+    assert Scale.asked == [(True, True), (True, True)] and w.grad.tolist() == [6.0, 16.0]
+
+
 def test_hessian_vector_product_of_a_mlp_matches_torch(torch):
     def fn(lib, x, w1, w2, v1, v2):
         loss = ((x @ w1).tanh() @ w2).pow(2).mean()

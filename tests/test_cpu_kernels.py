@@ -101,6 +101,17 @@ def test_sigmoid_gradchecks_and_gives_the_same_bits_on_any_thread_count(monkeypa
     assert _same_bits_on_any_thread_count(monkeypatch, lambda: KERNELS.sigmoid_backward(x, x))
 
 
+@needs_kernels
+def test_sigmoid_double_backward_kernel_is_the_formula_and_gradgradchecks(monkeypatch):
+    y, g, u = (R.uniform(0, 1, 1001), R.standard_normal(1001), R.standard_normal(1001))
+    g_y, g_g = KERNELS.sigmoid_double_backward(y, g, u)
+    np.testing.assert_allclose(g_y, u * g * (1 - 2 * y), rtol=1e-14)
+    np.testing.assert_allclose(g_g, u * y * (1 - y), rtol=1e-14)
+    assert tg.gradgradcheck(lambda t: t.sigmoid(), (leaf(R.standard_normal((5, 7)) * 3),))
+    x = (R.standard_normal(100_003) * 5).astype(np.float32)
+    assert _same_bits_on_any_thread_count(monkeypatch, lambda: np.concatenate(KERNELS.sigmoid_double_backward(x, x, x)))
+
+
 # ---- average pooling ----------------------------------------------------------------
 POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(3, 2), stride=1)]
 

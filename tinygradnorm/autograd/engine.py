@@ -198,10 +198,14 @@ def _walk(roots, root_grads, create_graph, retain_graph, targets, accumulate):
                 if id(fn) not in runs:
                     continue
                 ran.append(fn)
-            if fn.n_out == 1:
-                input_grads = fn.gradient(g) if create_graph else fn.backward(g)
+                needs = fn.needs_input_grad
+                fn.needs_input_grad = _leads_to_target(fn, needs, runs, capture, wanted)
+                try:
+                    input_grads = _call_backward(fn, g, create_graph)
+                finally:
+                    fn.needs_input_grad = needs
             else:
-                input_grads = fn.gradient(*g) if create_graph else fn.backward(*g)
+                input_grads = _call_backward(fn, g, create_graph)
             edges = fn.edges
             if type(input_grads) is not tuple:
                 input_grads = (input_grads,)
@@ -242,6 +246,21 @@ def _walk(roots, root_grads, create_graph, retain_graph, targets, accumulate):
     if getattr(_state, "callbacks", None):
         _run_callbacks()
     return results
+
+
+def _call_backward(fn, g, create_graph):
+    if fn.n_out == 1:
+        return fn.gradient(g) if create_graph else fn.backward(g)
+    return fn.gradient(*g) if create_graph else fn.backward(*g)
+
+
+def _leads_to_target(fn, needs, runs, capture, wanted):
+    """fn's needs_input_grad for a walk that wants only some gradients: an input needs one only when its edge
+    leads to a target, so that fn computes no gradient the walk would drop (a penalty's grad with respect to x
+    computes no weight gradients)."""
+    return tuple(need and ((isinstance(edge, Function) and (id(edge) in runs or id(edge) in capture))
+                           or (isinstance(edge, Tensor) and id(edge) in wanted))
+                 for need, edge in zip(needs, fn.edges))
 
 
 def _plan(order, targets):

@@ -62,9 +62,10 @@ class SigmoidBackward(Function):
     def backward(self, u):
         y, g = self.saved
         kernels = compiled_kernels(self.backend, y)
-        gg = kernels.sigmoid_backward(contiguous(self.xp, y), contiguous(self.xp, u)) if kernels is not None else \
-            u * y * (1 - y)
-        return u * g * (1 - 2 * y), gg
+        if kernels is not None:
+            xp = self.xp
+            return kernels.sigmoid_double_backward(contiguous(xp, y), contiguous(xp, g), contiguous(xp, u))
+        return u * g * (1 - 2 * y), u * y * (1 - y)
 
     def gradient(self, u):
         y, g = self.saved_tensors

@@ -1,4 +1,4 @@
-"""Elementwise and pooling kernels: erf, sigmoid and its backward, average pooling.
+"""Elementwise and pooling kernels: erf, sigmoid, its backward and its double backward, average pooling.
 
 Each is a ``prange`` loop over elements or planes, which Numba's threads share out (see _jit.py).
 Every element or plane is computed on its own, so the split never changes a bit.
@@ -39,6 +39,14 @@ class PointwiseKernels:
         self.thread_count()
         _sigmoid_backward(y.reshape(-1), gy.reshape(-1), gx.reshape(-1))
         return gx
+
+    def sigmoid_double_backward(self, y, gy, u):
+        """The gradients of sigmoid_backward's gy * y * (1 - y) for its output gradient u, in one pass:
+        (with respect to y: u * gy * (1 - 2 y), with respect to gy: u * y * (1 - y))."""
+        g_y, g_gy = self.empty(y.shape, y.dtype), self.empty(y.shape, y.dtype)
+        self.thread_count()
+        _sigmoid_double_backward(y.reshape(-1), gy.reshape(-1), u.reshape(-1), g_y.reshape(-1), g_gy.reshape(-1))
+        return g_y, g_gy
 
     def avg_pool2d_forward(self, x, kernel, stride, padding, inv):
         """Each window's sum of x (N, C, H, W), the part inside x, times inv[a, b] (1 / its divisor):
@@ -125,6 +133,14 @@ def _sigmoid_f64(x, y):
 def _sigmoid_backward(y, gy, gx):
     for k in prange(y.size):
         gx[k] = gy[k] * y[k] * (1 - y[k])
+
+
+@pjit
+def _sigmoid_double_backward(y, gy, u, g_y, g_gy):
+    for k in prange(y.size):
+        yk, uk = y[k], u[k]
+        g_y[k] = uk * gy[k] * (1 - 2 * yk)
+        g_gy[k] = uk * yk * (1 - yk)
 
 
 # ---- average pooling over (planes, H, W): each window's sum times 1 / its divisor -----------------
