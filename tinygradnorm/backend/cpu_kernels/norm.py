@@ -578,9 +578,14 @@ def _double_backward(x, gy, u, v, w, weight, mean, inv_std, n_per, centred, has_
     """docs section 9 for statistic s = x[:, s, :]. The weight (and v, w: the gradients arriving at ggamma and
     gbeta) are (G, K) arrays, element (p, s, q) taking entry [s % G, q // n_per]; part (S, K) receives each
     statistic's Σ over its elements with that k of gy·inv_std·P(u), the weight's gradient before the statistics
-    sharing a weight are added up. centred False is RMSNorm's (mean ignored). Every sum is float64."""
+    sharing a weight are added up. centred False is RMSNorm's (mean ignored). Every sum is float64.
+
+    NOTE: the inner loops run over the n_per elements that share one weight, so that the weight is a constant
+    there and the sums stay in registers: with q // n_per and part[s, k] += ... in the inner loop, it did not
+    vectorize (1.8 ms for BatchNorm2d(6) on 64 x 24 x 24; 0.3 ms written this way)."""
     p_, n_stats, q_ = x.shape
     n_groups = weight.shape[0]
+    n_k = q_ // n_per
     m = p_ * q_
     for s in prange(n_stats):
         g = s % n_groups
@@ -594,21 +599,52 @@ def _double_backward(x, gy, u, v, w, weight, mean, inv_std, n_per, centred, has_
         s_c = 0.0
         s_cx = 0.0
         for i in range(p_):
-            for j in range(q_):
-                k = j // n_per
-                xh = (x[i, s, j] - mu) * inv
-                gh = gy[i, s, j] * weight[g, k]
-                s_g += gh
-                s_gx += gh * xh
-                if has_u:
-                    uu = u[i, s, j]
-                    s_u += uu
-                    s_ux += uu * xh
-                    s_gu += gh * uu
-                if has_v:
-                    c = gy[i, s, j] * v[g, k]
-                    s_c += c
-                    s_cx += c * xh
+            if n_per == 1:                  # a weight per element (layer norm's): k is j
+                for j in range(q_):
+                    xh = (x[i, s, j] - mu) * inv
+                    yv = np.float64(gy[i, s, j])
+                    wk = weight[g, j]
+                    vk = v[g, j]
+                    s_g += wk * yv
+                    s_gx += wk * yv * xh
+                    s_c += vk * yv
+                    s_cx += vk * yv * xh
+                    if has_u:
+                        uu = np.float64(u[i, s, j])
+                        s_u += uu
+                        s_ux += uu * xh
+                        s_gu += wk * yv * uu
+                continue
+            for k in range(n_k):
+                wk = weight[g, k]
+                vk = v[g, k]
+                lo = k * n_per
+                a_u = 0.0
+                a_ux = 0.0
+                a_gu = 0.0
+                a_y = 0.0
+                a_yx = 0.0
+                for jj in range(n_per):
+                    j = lo + jj
+                    xh = (x[i, s, j] - mu) * inv
+                    yv = np.float64(gy[i, s, j])
+                    a_y += yv
+                    a_yx += yv * xh
+                    if has_u:
+                        uu = np.float64(u[i, s, j])
+                        a_u += uu
+                        a_ux += uu * xh
+                        a_gu += yv * uu
+                s_g += wk * a_y
+                s_gx += wk * a_yx
+                s_u += a_u
+                s_ux += a_ux
+                s_gu += wk * a_gu
+                s_c += vk * a_y
+                s_cx += vk * a_yx
+        if not has_v:
+            s_c = 0.0
+            s_cx = 0.0
         m_u, m_ux, m_g, m_gx, m_gu, m_c, m_cx = s_u / m, s_ux / m, s_g / m, s_gx / m, s_gu / m, s_c / m, s_cx / m
         if not centred:
             m_u = 0.0
@@ -622,29 +658,47 @@ def _double_backward(x, gy, u, v, w, weight, mean, inv_std, n_per, centred, has_
         a2 = -s2 * m_gx
         a3 = -s2 * (kk - 2.0 * m_gx * m_ux) - inv * m_cx
         a4 = s2 * (m_g * m_ux + m_u * m_gx) - inv * m_c
-        for k in range(part.shape[1]):
+        for k in range(n_k):
             part[s, k] = 0.0
         for i in range(p_):
-            for j in range(q_):
-                k = j // n_per
-                xh = (x[i, s, j] - mu) * inv
-                gyv = gy[i, s, j]
-                gh = gyv * weight[g, k]
-                r = a3 * xh + a4
-                t = 0.0
-                if has_u:
-                    uu = u[i, s, j]
-                    r += a1 * gh + a2 * uu
-                    pu = inv * (uu - m_u - xh * m_ux)          # inv_std P(u)
-                    t = weight[g, k] * pu
-                    part[s, k] += gyv * pu
-                if has_v:
-                    r += inv * gyv * v[g, k]
-                    t += xh * v[g, k]
-                if has_w:
-                    t += w[g, k]
-                gx[i, s, j] = r
-                ggy[i, s, j] = t
+            if n_per == 1:
+                for j in range(q_):
+                    xh = (x[i, s, j] - mu) * inv
+                    gyv = gy[i, s, j]
+                    vk = v[g, j] if has_v else 0.0
+                    r = a3 * xh + a4 + inv * vk * gyv
+                    t = xh * vk + (w[g, j] if has_w else 0.0)
+                    if has_u:
+                        uu = u[i, s, j]
+                        wk = weight[g, j]
+                        r += a1 * (gyv * wk) + a2 * uu
+                        pu = inv * (uu - m_u - xh * m_ux)
+                        t += wk * pu
+                        part[s, j] += gyv * pu
+                    gx[i, s, j] = r
+                    ggy[i, s, j] = t
+                continue
+            for k in range(n_k):
+                wk = weight[g, k]
+                vk = v[g, k] if has_v else 0.0
+                wb = w[g, k] if has_w else 0.0
+                lo = k * n_per
+                acc = 0.0
+                for jj in range(n_per):
+                    j = lo + jj
+                    xh = (x[i, s, j] - mu) * inv
+                    gyv = gy[i, s, j]
+                    r = a3 * xh + a4 + inv * vk * gyv
+                    t = xh * vk + wb
+                    if has_u:
+                        uu = u[i, s, j]
+                        r += a1 * (gyv * wk) + a2 * uu
+                        pu = inv * (uu - m_u - xh * m_ux)          # inv_std P(u)
+                        t += wk * pu
+                        acc += gyv * pu
+                    gx[i, s, j] = r
+                    ggy[i, s, j] = t
+                part[s, k] += acc
 
 
 @njit(nogil=True, cache=True)
