@@ -83,8 +83,13 @@ class _ConvChunks:
     def __init__(self, x, k, out_hw, geom, scratch):
         self.x, self.k, self.out_hw, self.geom, self.scratch = x, k, out_hw, geom, scratch
         self.p = out_hw[0] * out_hw[1]
-        self.step = max(1, _CONV_CHUNK_BYTES // (k * self.p * x.itemsize))
-        self.count = -(-x.shape[0] // self.step)
+        n = x.shape[0]
+        count = -(-n // max(1, _CONV_CHUNK_BYTES // (k * self.p * x.itemsize)))
+        # NOTE: an even number of chunks of equal size, where there are samples enough: 3 chunks over 2 threads
+        # left one thread two chunks' work (LeNet's second conv, 64 samples: 27, 27, 10; now 4 x 16)
+        count = min(n, count + count % 2)
+        self.step = -(-n // count)
+        self.count = -(-n // self.step)
 
     def groups(self, partial_bytes):
         """How many groups of chunks get a partial sum of their own (shapes decide, not threads)."""
