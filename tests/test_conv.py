@@ -76,6 +76,16 @@ def test_unbatched_input_and_no_bias(torch, d):
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])
+def test_an_empty_batch_convolves_to_an_empty_batch(torch, d):
+    """A shard of no samples (an uneven split over processes): outputs and gradients of the right shapes, as in
+    PyTorch."""
+    _both(torch, f"conv{d}d", R.standard_normal((0, 4) + SPATIAL[d]), R.standard_normal((3, 4) + KERNEL[d]),
+          R.standard_normal(3), dict(padding=1))
+    _both(torch, f"conv_transpose{d}d", R.standard_normal((0, 4) + SPATIAL[d]),
+          R.standard_normal((4, 3) + KERNEL[d]), None, dict(stride=2))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
 def test_gradgradcheck_of_the_convolution_and_its_adjoints(d):
     x = tg.tensor(R.standard_normal((2, 2) + tuple(max(3, s // 2) for s in SPATIAL[d])), requires_grad=True)
     w = tg.tensor(R.standard_normal((4, 1) + (2,) * d), requires_grad=True)

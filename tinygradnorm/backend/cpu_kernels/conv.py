@@ -88,7 +88,7 @@ class _ConvChunks:
         # NOTE: an even number of chunks of equal size, where there are samples enough: 3 chunks over 2 threads
         # left one thread two chunks' work (LeNet's second conv, 64 samples: 27, 27, 10; now 4 x 16)
         count = min(n, count + count % 2)
-        self.step = -(-n // count)
+        self.step = -(-n // count) if n else 1
         self.count = -(-n // self.step)
 
     def groups(self, partial_bytes):
