@@ -204,8 +204,10 @@ def _walk(roots, root_grads, create_graph, retain_graph, targets, accumulate):
                     input_grads = _call_backward(fn, g, create_graph)
                 finally:
                     fn.needs_input_grad = needs
+            elif fn.n_out == 1:                                 # (the common case, spelled out)
+                input_grads = fn.gradient(g) if create_graph else fn.backward(g)
             else:
-                input_grads = _call_backward(fn, g, create_graph)
+                input_grads = fn.gradient(*g) if create_graph else fn.backward(*g)
             edges = fn.edges
             if type(input_grads) is not tuple:
                 input_grads = (input_grads,)

@@ -250,7 +250,7 @@ class Function:
     def release(self):
         """Drop what forward saved and the inputs (keeping the graph's edges, and the shapes and dtypes of the
         inputs for pictures of the graph); a later backward through this node is an error."""
-        self.input_meta = tuple((p.data.shape, p.data.dtype) for p in self.parents)
+        self.input_meta = [(p.data.shape, p.data.dtype) for p in self.parents]
         self._saved = self.parents = None
         self.freed = True
 

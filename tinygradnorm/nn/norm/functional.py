@@ -60,26 +60,25 @@ def _check_eps(name, eps):
                          "statistic has zero variance")
 
 
-def _standardize(impl, x, weight, bias, axes, eps, shape, view=None, stats=True):
-    """(y, mean, biased var, m) for x standardized over ``axes``; weight and bias flat, ``shape`` the shape that
-    broadcasts them against x. With ``stats`` false, mean and var are None (no running statistics need them).
+def _standardize(impl, x, weight, bias, axes, eps, shape, view=None, on_stats=None):
+    """y: x standardized over ``axes``, weight and bias flat, ``shape`` the shape that broadcasts them against x.
+    ``on_stats(mean, biased var, m)``, when given, gets the batch's statistics as arrays and the count m of each
+    (to update running statistics: inside the forward, as PyTorch's kernel does, with no Tensors made for them).
 
-    An empty x gives an empty y (as in PyTorch), with no statistics (m = 0) and zero gradients for the parameters.
+    An empty x gives an empty y (as in PyTorch), with no statistics (on_stats is not called) and zero gradients for
+    the parameters.
     """
     if x.data.size == 0:
-        return _affine_only(x, _as_param(weight, shape), _as_param(bias, shape)), None, None, 0
+        return _affine_only(x, _as_param(weight, shape), _as_param(bias, shape))
     if impl == "composite":
         y, mean, var, m = composite.standardize(x if view is None else x.reshape(view), _as_param(weight, shape),
                                                 _as_param(bias, shape), axes, eps)
-        return (y if view is None else y.reshape(x.shape)), mean, var, m
+        if on_stats is not None:
+            on_stats(mean, var, m)
+        return y if view is None else y.reshape(x.shape)
     params = [p for p in (weight, bias) if p is not None]
-    out = Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None, has_bias=bias is not None,
-                            param_shape=shape, view=view, stats=stats)
-    if not stats:
-        return out, None, None, 0
-    y, mean, var = out
-    shape = x.data.shape if view is None else view
-    return y, mean.data, var.data, math.prod(shape[a] for a in axes)
+    return Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None, has_bias=bias is not None,
+                             param_shape=shape, view=view, on_stats=on_stats)
 
 
 def _affine_only(x, weight, bias):
@@ -155,11 +154,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     shape = _channel_shape(input)
     if training:
         axes = (0,) + tuple(range(2, input.data.ndim))
-        y, mean, var, m = _standardize(impl, input, weight, bias, axes, eps, shape)
-        if running_mean is not None and m:
+        def update(mean, var, m):
             _update_running(running_mean, mean.reshape(c), momentum)
             _update_running(running_var, var.reshape(c) * (m / (m - 1)), momentum)
-        return y
+        return _standardize(impl, input, weight, bias, axes, eps, shape,
+                            on_stats=update if running_mean is not None else None)
     return _frozen(impl, input, weight, bias, running_mean.data, running_var.data, eps, shape)
 
 
@@ -187,13 +186,13 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     _check_eps(name, eps)
     shape = _channel_shape(input)
     if use_input_stats:
-        y, mean, var, m = _standardize(impl, input, weight, bias, tuple(range(2, input.ndim)), eps, shape)
-        # NOTE: with no instances (N = 0) PyTorch averages nothing and sets the running statistics to nan;
-        # here they keep their values.
-        if running_mean is not None and m and n:
+        def update(mean, var, m):
             _update_running(running_mean, mean.reshape(n, c).mean(axis=0), momentum)
             _update_running(running_var, (var.reshape(n, c) * (m / (m - 1))).mean(axis=0), momentum)
-        return y
+        # NOTE: with no instances (N = 0) PyTorch averages nothing and sets the running statistics to nan;
+        # here they keep their values (an empty input has no statistics: update is not called).
+        return _standardize(impl, input, weight, bias, tuple(range(2, input.ndim)), eps, shape,
+                            on_stats=update if running_mean is not None else None)
     return _frozen(impl, input, weight, bias, running_mean.data, running_var.data, eps, shape)
 
 
@@ -261,7 +260,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, imp
         _check_dtypes(name, input, weight, bias)
         _check_eps(name, eps)
     shape = (1,) * axes[0] + normalized_shape
-    return _standardize(impl, input, weight, bias, axes, eps, shape, stats=False)[0]
+    return _standardize(impl, input, weight, bias, axes, eps, shape)
 
 
 def _plain_trailing_call(x, normalized_shape, weight, bias, eps, impl):
@@ -304,7 +303,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fus
     # with statistics over (C/G, S), and weight/bias shaped (1, G, C/G, 1) to stay per channel.
     grouped = (n, num_groups, c // num_groups, math.prod(input.shape[2:]))
     shape = (1, num_groups, c // num_groups, 1)
-    return _standardize(impl, input, weight, bias, (2, 3), eps, shape, view=grouped, stats=False)[0]
+    return _standardize(impl, input, weight, bias, (2, 3), eps, shape, view=grouped)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None, *, impl="fused"):

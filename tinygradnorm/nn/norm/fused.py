@@ -25,6 +25,8 @@ broadcasts them against x (BatchNorm's weight as (1, C, 1, 1), GroupNorm's as (1
 So one Function serves every layer that "standardizes over some axes, then applies a
 per-element affine".
 """
+import math
+
 from ...autograd.function import Function
 from ...autograd.grad_mode import is_grad_enabled
 from ...ops._util import sum_to
@@ -47,16 +49,14 @@ class Standardize(Function):
 
     Used by BatchNorm (axes: all but C), InstanceNorm (the spatial axes), LayerNorm (the trailing
     normalized axes) and GroupNorm (each group's channels and spatial axes, x viewed as ``view``).
-    With ``stats``, forward also returns the batch mean and biased variance (outputs without a gradient),
+    With ``on_stats``, forward hands it the batch mean and biased variance (arrays) and the count of each,
     for the running statistics.
 
     Backward needs x_hat. Rather than keep it (a full array), it keeps x (which the graph holds anyway)
     and the per-statistic mean and inv_std, and rebuilds x_hat.
     """
 
-    non_differentiable = (1, 2)
-
-    def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, view=None, stats=False):
+    def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, view=None, on_stats=None):
         xs = _acc(self.xp, x if view is None else x.reshape(view))
         weight = params[0] if has_weight else None
         bias = params[-1] if has_bias else None
@@ -65,16 +65,17 @@ class Standardize(Function):
             self.save_for_backward(x, weight, mean, inv_std)
             self.axes, self.eps, self.view, self.param_shape = axes, eps, view, param_shape
             self.has_bias, self.param_shapes = has_bias, [p.shape for p in params]
-        y = (y if y.dtype == x.dtype else y.astype(x.dtype)).reshape(x.shape)
-        return (y, mean.astype(xs.dtype), var.astype(xs.dtype)) if stats else y
+        if on_stats is not None:
+            on_stats(mean.astype(xs.dtype), var.astype(xs.dtype), math.prod(xs.shape[a] for a in axes))
+        return (y if y.dtype == x.dtype else y.astype(x.dtype)).reshape(x.shape)
 
-    def backward(self, gy, *_):
+    def backward(self, gy):
         x, weight, mean, inv_std = self._saved
         grads = _standardize_grads(self.backend, x, gy, weight, mean, inv_std, self.axes, self.param_shape,
                                    self.view, self._needs())
         return self._per_input(grads)
 
-    def gradient(self, gy, *_):
+    def gradient(self, gy):
         x, weight = self.saved_tensors[:2]
         mean, inv_std = self.saved[2:]
         grads = StandardizeBackward.apply(x, gy, *([weight] if weight is not None else []), mean=mean,
