@@ -39,3 +39,15 @@ def make(nn, case, **extra):
     """The module for a case, from tinygradnorm.nn or torch.nn."""
     _, cls, args, kwargs, _ = case
     return getattr(nn, cls)(*args, **kwargs, **extra)
+
+
+def output_and_input_grad(lib, build, x0, gy, dtype):
+    """[y, gx] in float64 of the module ``build(lib.nn)`` (made float64 for dtype float64) on x0 and the output
+    gradient gy, both cast to dtype: for comparing float32 runs of either library against a float64 one."""
+    import numpy as np
+    m = build(lib.nn)
+    m = m.double() if dtype == np.float64 else m
+    x = lib.tensor(x0.astype(dtype), requires_grad=True)
+    y = m(x)
+    y.backward(lib.tensor(gy.astype(dtype)))
+    return [np.asarray(t, dtype=np.float64) for t in (y.detach().numpy(), x.grad.numpy())]

@@ -11,6 +11,7 @@ import pytest
 import tinygradnorm as tg
 import tinygradnorm.nn.functional as F
 from tinygradnorm import nn
+from norm_cases import output_and_input_grad
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("cpu_path")
@@ -140,17 +141,10 @@ def test_the_composite_twins_are_numerically_careful_with_large_offsets(make, sh
     x0 = (rng.standard_normal(shape) * 0.1 + 1e3).astype(np.float32)
     gy = rng.standard_normal(shape).astype(np.float32)
 
-    def run(lib, dtype, **kw):
-        m = make(lib.nn, **kw)
-        m = m.double() if dtype == np.float64 else m
-        x = lib.tensor(x0.astype(dtype), requires_grad=True)
-        y = m(x)
-        y.backward(lib.tensor(gy.astype(dtype)))
-        return [np.asarray(t, dtype=np.float64) for t in (y.detach().numpy(), x.grad.numpy())]
-    ref = run(torch, np.float64)
-    theirs = run(torch, np.float32)
+    ref = output_and_input_grad(torch, make, x0, gy, np.float64)
+    theirs = output_and_input_grad(torch, make, x0, gy, np.float32)
     for impl in ("fused", "composite"):
-        ours = run(tg, np.float32, impl=impl)
+        ours = output_and_input_grad(tg, lambda nn: make(nn, impl=impl), x0, gy, np.float32)
         for a, b, r in zip(ours, theirs, ref):
             assert np.abs(a - r).max() <= np.abs(b - r).max(), impl
 

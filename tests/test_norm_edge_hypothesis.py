@@ -12,6 +12,7 @@ pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import tinygradnorm as tg  # noqa: E402
+from norm_cases import output_and_input_grad  # noqa: E402
 
 EXAMPLES = 30
 SETTINGS = dict(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -86,16 +87,11 @@ def test_large_offsets_in_float32_stay_close_to_float64(layer, impl):
         x0 = (rng.standard_normal(shape) * scale + offset).astype(np.float32)
         gy = rng.standard_normal(shape).astype(np.float32)
 
-        def run(lib, dtype, **extra):
-            m = getattr(lib.nn, layer)(*args, **kwargs, **extra)
-            m = m.double() if dtype == np.float64 else m
-            x = lib.tensor(x0.astype(dtype), requires_grad=True)
-            y = m(x)
-            y.backward(lib.tensor(gy.astype(dtype)))
-            return [np.asarray(t, dtype=np.float64) for t in (y.detach().numpy(), x.grad.numpy())]
-        ref = run(torch, np.float64)
-        theirs = run(torch, np.float32)
-        ours = run(tg, np.float32, impl=impl)
+        def build(nn, **extra):
+            return getattr(nn, layer)(*args, **kwargs, **extra)
+        ref = output_and_input_grad(torch, build, x0, gy, np.float64)
+        theirs = output_and_input_grad(torch, build, x0, gy, np.float32)
+        ours = output_and_input_grad(tg, lambda nn: build(nn, impl=impl), x0, gy, np.float32)
         for what, a, b, r in zip(("output", "input gradient"), ours, theirs, ref):
             size = np.abs(r).max() + np.abs(gy).max() / scale
             floor = 4e-7 * size                                  # a few float32 roundings of the result's size

@@ -112,26 +112,25 @@ def avg_pool_array(backend, x, geom, inv):
     kernels = compiled_kernels(backend, x)
     if kernels is not None:
         return kernels.avg_pool2d_forward(xp.ascontiguousarray(x), kernel, stride, padding, inv)
+    return _window_sums(xp, x, geom, x.dtype) * inv.astype(x.dtype)
+
+
+def _window_sums(xp, x, geom, dtype):
+    """Each pooling window's sum of x (zero padded), in dtype."""
+    kernel, stride, padding, out_hw = geom
     extra = _extra(x.shape[2:], kernel, stride, padding, (1, 1), out_hw)
     xpad = _padded(xp, x, padding, extra, 0)
-    total = window(xpad, 0, 0, stride, (1, 1), out_hw).astype(x.dtype)
+    total = window(xpad, 0, 0, stride, (1, 1), out_hw).astype(dtype)
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             if i or j:
                 total += window(xpad, i, j, stride, (1, 1), out_hw)
-    return total * inv.astype(x.dtype)
+    return total
 
 
 def _avg_pool_integers(xp, x, geom, div):
     """Average pooling of integers: the sums divided with truncation toward zero, as in PyTorch."""
-    kernel, stride, padding, out_hw = geom
-    extra = _extra(x.shape[2:], kernel, stride, padding, (1, 1), out_hw)
-    xpad = _padded(xp, x, padding, extra, 0)
-    total = window(xpad, 0, 0, stride, (1, 1), out_hw).astype(xp.int64)
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            if i or j:
-                total += window(xpad, i, j, stride, (1, 1), out_hw)
+    total = _window_sums(xp, x, geom, xp.int64)
     d = div.astype(xp.int64)
     q = xp.abs(total) // xp.abs(xp.where(d != 0, d, 1))
     return xp.where(d != 0, xp.sign(total) * xp.sign(d) * q, 0).astype(x.dtype)
