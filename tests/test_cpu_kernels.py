@@ -1,5 +1,5 @@
-"""The compiled CPU kernels beyond normalization: sigmoid, average pooling, chunked convolution,
-recycled output memory and the backend's split matmul.
+"""The compiled CPU kernels beyond normalization: sigmoid, average pooling, chunked convolution, the direct
+depthwise convolution, recycled output memory and the backend's split matmul.
 
 Each is checked against the NumPy code it replaces (which the rest of the suite checks against
 PyTorch and finite differences) and against PyTorch in float32. The convolution's work is cut into
@@ -166,6 +166,105 @@ def test_conv2d_in_one_sample_chunks_and_three_pieces_matches_numpy_path(monkeyp
 def test_conv2d_in_chunks_gradchecks():
     x, w, b = leaf(R.standard_normal((4, 2, 6, 5))), leaf(R.standard_normal((3, 2, 3, 3))), leaf(R.standard_normal(3))
     assert tg.gradcheck(lambda *a: F.conv2d(*a, padding=1), (x, w, b))
+
+
+# ---- depthwise convolution: the direct kernel ---------------------------------------------------------------------
+# (x shape, weight shape, kwargs): multiplier 1 and 3, stride, dilation, padding, 1-D, a plane narrower than the
+# stride, more planes than the kernel's blocks, and kernels the size of the padded input
+DEPTHWISE = [
+    ((2, 3, 7, 9), (3, 1, 3, 3), dict(padding=1)),
+    ((2, 4, 8, 8), (8, 1, 3, 3), dict(stride=2, padding=1)),
+    ((3, 2, 5, 11), (6, 1, 2, 4), dict(stride=(2, 3), padding=(0, 2), dilation=(2, 1))),
+    ((2, 3, 5, 2), (6, 1, 3, 1), dict(stride=3, padding=1)),
+    ((1, 2, 4, 1), (2, 1, 2, 1), dict(stride=(2, 3), padding=(2, 1))),
+    ((5, 16, 6, 6), (16, 1, 5, 5), dict(padding=4)),
+    ((2, 2, 3, 3), (2, 1, 3, 3), dict(padding=3, dilation=2)),
+    ((2, 3, 17), (6, 1, 5), dict(stride=3, padding=2, dilation=2)),
+]
+
+
+@pytest.fixture
+def depthwise_calls(monkeypatch):
+    """How many times the direct depthwise kernels ran (forward, backward)."""
+    from tinygradnorm.backend.cpu_kernels import conv as cpu_kernels
+    calls = {"forward": 0, "backward": 0}
+    for name, key in (("_depthwise_forward", "forward"), ("_depthwise_backward", "backward")):
+        def counted(*args, _kernel=getattr(cpu_kernels, name), _key=key):
+            calls[_key] += 1
+            return _kernel(*args)
+        monkeypatch.setattr(cpu_kernels, name, counted)
+    return calls
+
+
+def _depthwise_run(x0, w0, kw, gy0=None, dtype=np.float64):
+    """y and the three gradients of a depthwise convolution (bias 0.5), as arrays, and the gy used."""
+    x, w, b = (tg.tensor(np.asarray(a, dtype=dtype), requires_grad=True) for a in (x0, w0, np.full(len(w0), 0.5)))
+    conv = F.conv1d if len(x0.shape) == 3 else F.conv2d
+    y = conv(x, w, b, groups=x0.shape[1], **kw)
+    gy0 = R.standard_normal(y.shape) if gy0 is None else gy0
+    y.backward(tg.tensor(np.asarray(gy0, dtype=dtype)))
+    return [y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()], gy0
+
+
+@needs_kernels
+@pytest.mark.parametrize("x_shape, w_shape, kw", DEPTHWISE, ids=[str(c[2]) + str(c[1]) for c in DEPTHWISE])
+def test_depthwise_kernel_matches_numpy_path(monkeypatch, depthwise_calls, x_shape, w_shape, kw):
+    x0, w0 = R.standard_normal(x_shape), R.standard_normal(w_shape)
+    gy = []
+
+    def run():
+        out, g = _depthwise_run(x0, w0, kw, gy[0] if gy else None)
+        gy.append(g)
+        return out
+
+    compiled, numpy_only = _both_paths(monkeypatch, run)
+    assert depthwise_calls == {"forward": 1, "backward": 1}
+    for name, a, b in zip(("y", "gx", "gw", "gb"), compiled, numpy_only):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@needs_kernels
+def test_depthwise_kernel_matches_torch_in_float32(torch, depthwise_calls):
+    """The benchmark's shape, float32, forward and backward, against torch's."""
+    x0 = R.standard_normal((8, 32, 28, 28)).astype(np.float32)
+    w0 = R.standard_normal((32, 1, 3, 3)).astype(np.float32)
+    for kw in (dict(padding=1), dict(stride=2, padding=1)):
+        ours, gy = _depthwise_run(x0, w0, kw, dtype=np.float32)
+        tx, tw = torch.tensor(x0, requires_grad=True), torch.tensor(w0, requires_grad=True)
+        tb = torch.full((32,), 0.5, requires_grad=True)
+        ty = torch.nn.functional.conv2d(tx, tw, tb, groups=32, **kw)
+        ty.backward(torch.tensor(np.asarray(gy, np.float32)))
+        for name, a, b in zip(("y", "gx", "gw", "gb"), ours, (ty.detach(), tx.grad, tw.grad, tb.grad)):
+            b = b.numpy()
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)
+    assert depthwise_calls == {"forward": 2, "backward": 2}
+
+
+@needs_kernels
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_depthwise_kernel_keeps_non_finite_values_inside_their_windows(monkeypatch, where):
+    """An inf or nan reaches exactly the gradients the windows give (the NumPy path's im2col reads only them):
+    the wide grid's columns that are not outputs never multiply one (0 * inf would be nan)."""
+    x0, w0 = R.standard_normal((2, 3, 7, 8)), R.standard_normal((3, 1, 3, 3))
+    if where == "input":
+        x0[0, 1, 6, 7], x0[1, 2, 0, 0], x0[1, 0, 3, 0] = np.inf, np.nan, -np.inf
+    else:
+        w0[1, 0, 2, 2], w0[2, 0, 0, 1] = np.inf, np.nan
+    for kw in (dict(stride=2), dict(padding=1), dict(stride=(1, 2), padding=(0, 1))):
+        gy = R.standard_normal((2, 3) + tuple(F.conv2d(tg.tensor(x0), tg.tensor(w0), groups=3, **kw).shape[2:]))
+        compiled, numpy_only = _both_paths(monkeypatch, lambda: _depthwise_run(x0, w0, kw, gy)[0])
+        for name, a, b in zip(("y", "gx", "gw", "gb"), compiled, numpy_only):
+            assert np.array_equal(np.isnan(a), np.isnan(b)), (name, kw)
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=f"{name} {kw}")
+
+
+@needs_kernels
+def test_depthwise_gradgradchecks(depthwise_calls):
+    """The direct kernels behind every convolution Function of the second order (ConvInput and ConvWeight
+    reach them with a placeholder for the array they do not read)."""
+    x, w = leaf(R.standard_normal((2, 3, 5, 6))), leaf(R.standard_normal((6, 1, 3, 2)))
+    assert tg.gradgradcheck(lambda a, b: F.conv2d(a, b, stride=(2, 1), padding=1, groups=3), (x, w))
+    assert depthwise_calls["forward"] > 0 and depthwise_calls["backward"] > 0
 
 
 # ---- recycled memory -----------------------------------------------------------------

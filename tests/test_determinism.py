@@ -48,7 +48,7 @@ def _train_digest(steps=3, dtype=np.float32):
     float32, so only float64 shows every difference.)"""
     tg.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Sigmoid(), nn.AvgPool2d(2),
+        nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4), nn.Sigmoid(), nn.AvgPool2d(2),
         nn.Conv2d(4, 6, 3), nn.GroupNorm(2, 6), nn.Sigmoid(), nn.InstanceNorm2d(6, affine=True),
         nn.Flatten(), nn.Linear(24, 16), nn.BatchNorm1d(16), nn.Sigmoid(), nn.LayerNorm(16), nn.RMSNorm(16),
         nn.Linear(16, 5)).to(tg.float64 if dtype == np.float64 else tg.float32)
@@ -122,7 +122,7 @@ def test_two_threads_training_their_own_models_match_the_same_work_done_in_turn(
 
     def setup(seed):
         tg.manual_seed(seed)
-        model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Sigmoid(), nn.AvgPool2d(2),
+        model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.BatchNorm2d(4), nn.Sigmoid(), nn.AvgPool2d(2),
                               nn.Flatten(), nn.Linear(64, 10), nn.LayerNorm(10), nn.Linear(10, 3))
         rng = np.random.default_rng(seed)
         return model, tg.tensor(rng.standard_normal((16, 2, 8, 8)).astype(np.float32)), tg.tensor(rng.integers(0, 3, 16))

@@ -15,7 +15,7 @@ channels are contiguous: with G groups each GEMM is one batched product over the
 (G, O/G, C/G*prod(kernel)) @ (G, C/G*prod(kernel), N*prod(out)). G = 1 is the plain convolution, G = C the
 depthwise one. This array code is the reference, which CuPy runs; on the CPU the compiled kernels of
 backend/cpu_kernels/conv.py take 2-D convolutions (and 1-D ones, as 2-D with a height of 1), a cache-sized
-chunk of samples at a time.
+chunk of samples at a time, and depthwise ones (one input channel per group) as direct loops.
 """
 import itertools
 import math

@@ -8,7 +8,7 @@ Each kernel is a plain loop over the maths, compiled by Numba, and runs without 
   run these (``prange``).
 - ``pointwise.py``: erf, sigmoid and its backward, average pooling.
 - ``conv.py``: convolution as im2col, the GEMMs (NumPy's BLAS) and col2im, a cache-sized chunk of
-  samples at a time.
+  samples at a time; depthwise convolution as direct loops over each plane (Numba's threads).
 - ``memory.py``: per-thread scratch arrays and recycled memory for large outputs.
 - ``_jit.py``: how they are compiled, and the thread count.
 
