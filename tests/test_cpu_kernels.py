@@ -141,10 +141,17 @@ def test_avg_pool_gradchecks_and_gives_the_same_bits_on_any_thread_count(kw, mon
 
 # ---- convolution in chunks ------------------------------------------------------------
 @needs_kernels
-@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))])
+@pytest.mark.parametrize("kw", [
+    dict(), dict(stride=2, padding=1), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1)),
+    # whole rows and columns of windows outside x, strides of 3 and more, a stride wider than x, a kernel as wide
+    # as the padded input
+    dict(padding=4, dilation=3), dict(stride=(4, 3), padding=(2, 1)), dict(stride=(1, 9), padding=(0, 1)),
+    dict(padding=(0, 3), dilation=(1, 5)),
+])
 @pytest.mark.usefixtures("many_pieces")
 def test_conv2d_in_one_sample_chunks_and_three_pieces_matches_numpy_path(monkeypatch, kw):
-    """Per-chunk and per-thread sums of gw and gb add up to what the one-GEMM NumPy path gives."""
+    """Per-chunk and per-thread sums of gw and gb add up to what the one-GEMM NumPy path gives; the columns'
+    runs of reads start and end where the windows leave x."""
     arrays = [R.standard_normal((5, 3, 8, 7)), R.standard_normal((4, 3, 3, 2)), R.standard_normal(4)]
     gy = None
 

@@ -156,43 +156,81 @@ def _conv_geometry(w_shape, stride, padding, dilation):
 
 
 # ---- convolution: building and scattering the columns -------------------------------
+# Kernel offset (i, j) reads row a*sh + i*dh - ph and column b*sw + j*dw - pw of x for output (a, b). The outputs
+# whose read falls inside x are a range along each axis, found once per offset (_inside); within it each column
+# row is one run of reads (contiguous when sw = 1), outside it zeros. As in the depthwise loops below, the arrays
+# are flat and the indices unsigned, so that LLVM vectorizes the runs: per-element bounds checks on 5-D indices
+# made im2col and col2im 1.3-2.5x slower.
+@njit(inline="always")
+def _inside(n_out, stride, offset, size):
+    """[lo, hi): the outputs t in [0, n_out) whose read t*stride + offset lies in [0, size)."""
+    lo = min(n_out, 0 if offset >= 0 else (stride - 1 - offset) // stride)
+    hi = 0 if offset >= size else min(n_out, (size - 1 - offset) // stride + 1)
+    return lo, max(lo, hi)
+
+
 @njit(nogil=True, cache=True)
 def _im2col(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw):
     """cols[m, c, i*kw + j, a, b] = x[n0 + m, c, a*sh + i*dh - ph, b*sw + j*dw - pw], zero outside x."""
     chunk, c_, _, oh, ow = cols.shape
     h, w = x.shape[2], x.shape[3]
+    xf, cf = x.reshape(-1), cols.reshape(-1)
+    zero = x.dtype.type(0.0)
     for m in range(chunk):
         for c in range(c_):
+            plane = ((n0 + m) * c_ + c) * h * w
             for i in range(kh):
+                a_lo, a_hi = _inside(oh, sh, i * dh - ph, h)
                 for j in range(kw):
-                    for a in range(oh):
-                        r = a * sh + i * dh - ph
-                        for b in range(ow):
-                            s = b * sw + j * dw - pw
-                            cols[m, c, i * kw + j, a, b] = x[n0 + m, c, r, s] if 0 <= r < h and 0 <= s < w else 0
+                    b_lo, b_hi = _inside(ow, sw, j * dw - pw, w)
+                    at = ((m * c_ + c) * kh * kw + i * kw + j) * oh * ow
+                    for t in range(U(at), U(at + a_lo * ow)):
+                        cf[t] = zero
+                    for a in range(a_lo, a_hi):
+                        dst = U(at + a * ow)
+                        src = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)      # read b at src + b*sw
+                        for b in range(U(b_lo)):
+                            cf[dst + b] = zero
+                        if sw == 1:
+                            for b in range(U(b_lo), U(b_hi)):
+                                cf[dst + b] = xf[src + b]
+                        else:
+                            for b in range(U(b_lo), U(b_hi)):
+                                cf[dst + b] = xf[src + b * U(sw)]
+                        for b in range(U(b_hi), U(ow)):
+                            cf[dst + b] = zero
+                    for t in range(U(at + a_hi * ow), U(at + oh * ow)):
+                        cf[t] = zero
 
 
 @njit(nogil=True, cache=True)
 def _col2im(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw):
-    """The adjoint of _im2col: gx[n0 + m] gets every column entry of sample m added back where it was read."""
+    """The adjoint of _im2col: gx[n0 + m] gets every column entry of sample m added back where it was read,
+    offset by offset in (i, j) order."""
     chunk, _, p = gcols.shape
     c_, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    g = gcols.reshape(chunk, c_, kh * kw, p // ow, ow)
+    oh = p // ow
+    gf, xf = gcols.reshape(-1), gx.reshape(-1)
     for m in range(chunk):
         for c in range(c_):
-            gx[n0 + m, c] = 0
+            plane = ((n0 + m) * c_ + c) * h * w
+            for t in range(U(plane), U(plane + h * w)):
+                xf[t] = 0
             for i in range(kh):
+                a_lo, a_hi = _inside(oh, sh, i * dh - ph, h)
                 for j in range(kw):
-                    for a in range(p // ow):
-                        r = a * sh + i * dh - ph
-                        if 0 <= r < h:
-                            for b in range(ow):
-                                s = b * sw + j * dw - pw
-                                if 0 <= s < w:
-                                    gx[n0 + m, c, r, s] += g[m, c, i * kw + j, a, b]
-
-
+                    b_lo, b_hi = _inside(ow, sw, j * dw - pw, w)
+                    at = ((m * c_ + c) * kh * kw + i * kw + j) * p
+                    for a in range(a_lo, a_hi):
+                        src = U(at + a * ow)
+                        dst = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)
+                        if sw == 1:
+                            for b in range(U(b_lo), U(b_hi)):
+                                xf[dst + b] += gf[src + b]
+                        else:
+                            for b in range(U(b_lo), U(b_hi)):
+                                xf[dst + b * U(sw)] += gf[src + b]
 
 
 # ---- depthwise convolution: direct loops over each plane ------------------------------------------------------------
