@@ -140,25 +140,38 @@ def test_avg_pool_gradchecks_and_gives_the_same_bits_on_any_thread_count(kw, mon
 
 
 # ---- convolution in chunks ------------------------------------------------------------
+# (input shape, weight shape, kwargs): 2-D and 3-D, with whole rows, planes and columns of windows outside x,
+# strides of 3 and more, a stride wider than x, kernels as wide as the padded input, groups, and 1-D
+CHUNKED = [
+    ((5, 3, 8, 7), (4, 3, 3, 2), dict()),
+    ((5, 3, 8, 7), (4, 3, 3, 2), dict(stride=2, padding=1)),
+    ((5, 3, 8, 7), (4, 3, 3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
+    ((5, 3, 8, 7), (4, 3, 3, 2), dict(padding=4, dilation=3)),
+    ((5, 3, 8, 7), (4, 3, 3, 2), dict(stride=(4, 3), padding=(2, 1))),
+    ((5, 3, 8, 7), (4, 3, 3, 2), dict(stride=(1, 9), padding=(0, 1))),
+    ((5, 3, 8, 7), (4, 3, 3, 2), dict(padding=(0, 3), dilation=(1, 5))),
+    ((3, 2, 5, 6, 4), (4, 2, 3, 2, 3), dict(padding=1)),
+    ((3, 4, 6, 5, 5), (4, 2, 2, 3, 3), dict(stride=(3, 1, 2), padding=(2, 0, 1), dilation=(2, 1, 1), groups=2)),
+    ((3, 2, 4, 4, 4), (3, 2, 3, 1, 2), dict(padding=(3, 0, 1), dilation=(2, 1, 3))),
+    ((3, 2, 1, 5, 5), (2, 1, 1, 3, 3), dict(padding=(1, 1, 1), groups=2)),
+    ((4, 3, 13), (4, 3, 4), dict(stride=3, padding=2, dilation=2)),
+]
+
+
 @needs_kernels
-@pytest.mark.parametrize("kw", [
-    dict(), dict(stride=2, padding=1), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1)),
-    # whole rows and columns of windows outside x, strides of 3 and more, a stride wider than x, a kernel as wide
-    # as the padded input
-    dict(padding=4, dilation=3), dict(stride=(4, 3), padding=(2, 1)), dict(stride=(1, 9), padding=(0, 1)),
-    dict(padding=(0, 3), dilation=(1, 5)),
-])
+@pytest.mark.parametrize("x_shape, w_shape, kw", CHUNKED)
 @pytest.mark.usefixtures("many_pieces")
-def test_conv2d_in_one_sample_chunks_and_three_pieces_matches_numpy_path(monkeypatch, kw):
+def test_conv_in_one_sample_chunks_and_three_pieces_matches_numpy_path(monkeypatch, x_shape, w_shape, kw):
     """Per-chunk and per-thread sums of gw and gb add up to what the one-GEMM NumPy path gives; the columns'
     runs of reads start and end where the windows leave x."""
-    arrays = [R.standard_normal((5, 3, 8, 7)), R.standard_normal((4, 3, 3, 2)), R.standard_normal(4)]
+    arrays = [R.standard_normal(x_shape), R.standard_normal(w_shape), R.standard_normal(w_shape[0])]
+    conv = getattr(F, f"conv{len(x_shape) - 2}d")
     gy = None
 
     def run():
         nonlocal gy
         x, w, b = (leaf(a) for a in arrays)
-        y = F.conv2d(x, w, b, **kw)
+        y = conv(x, w, b, **kw)
         gy = R.standard_normal(y.shape) if gy is None else gy
         y.backward(tg.tensor(gy))
         return [y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()]

@@ -14,8 +14,8 @@ The columns (im2col) hold every input channel's windows, channel-major, so the r
 channels are contiguous: with G groups each GEMM is one batched product over the groups,
 (G, O/G, C/G*prod(kernel)) @ (G, C/G*prod(kernel), N*prod(out)). G = 1 is the plain convolution, G = C the
 depthwise one. This array code is the reference, which CuPy runs; on the CPU the compiled kernels of
-backend/cpu_kernels/conv.py take 2-D convolutions (and 1-D ones, as 2-D with a height of 1), a cache-sized
-chunk of samples at a time, and depthwise ones (one input channel per group) as direct loops.
+backend/cpu_kernels/conv.py take 3-D convolutions (and 1-D and 2-D ones, as 3-D with a depth and height of 1),
+a cache-sized chunk of samples at a time, and 2-D depthwise ones (one input channel per group) as direct loops.
 """
 import itertools
 import math
@@ -46,9 +46,9 @@ class Convolution(Function):
         bias = b[0] if b else None
         kernels = _kernels(self.backend, x)
         if kernels is not None:
-            x2, w2, geom2 = _as_2d(x), _as_2d(w), _geom_2d(self.geom)
-            y = kernels.conv2d_forward(self.xp.ascontiguousarray(x2), self.xp.ascontiguousarray(w2), bias,
-                                       geom2[0], geom2[1], geom2[2], geom2[3], groups)
+            x3, w3, geom3 = _as_3d(x), _as_3d(w), _geom_3d(self.geom)
+            y = kernels.conv_forward(self.xp.ascontiguousarray(x3), self.xp.ascontiguousarray(w3), bias,
+                                     geom3[0], geom3[1], geom3[2], geom3[3], groups)
             return y.reshape(y.shape[:2] + out)
         return _conv_from_columns(self.xp, _columns(self.xp, x, w.shape, self.geom), w, bias, x.shape[0], out,
                                   groups)
@@ -59,9 +59,9 @@ class Convolution(Function):
         need_gb = len(needs) > 2 and needs[2]
         kernels = _kernels(self.backend, x)
         if kernels is not None:
-            stride, padding, dilation, _, g = _geom_2d(self.geom)
-            gx, gw, gb = kernels.conv2d_backward(xp.ascontiguousarray(_as_2d(x)), xp.ascontiguousarray(_as_2d(w)),
-                                                 _as_2d(gy), stride, padding, dilation, g, needs[0], needs[1], need_gb)
+            stride, padding, dilation, _, g = _geom_3d(self.geom)
+            gx, gw, gb = kernels.conv_backward(xp.ascontiguousarray(_as_3d(x)), xp.ascontiguousarray(_as_3d(w)),
+                                               _as_3d(gy), stride, padding, dilation, g, needs[0], needs[1], need_gb)
             return (None if gx is None else gx.reshape(x.shape), None if gw is None else gw.reshape(w.shape),
                     gb)[:len(needs)]
         gy2 = _grouped_gy(xp, gy, self.geom[4])
@@ -97,11 +97,11 @@ class ConvInput(Function):
             # padded with zeros, which add nothing.
             gy = self.xp.pad(gy, ((0, 0), (0, 0)) + tuple((0, f - n) for f, n in zip(full, gy.shape[2:])))
         if kernels is not None:
-            s2, p2, d2, _, g = _geom_2d(self.geom)
-            x2_shape = tuple(x_shape[:2]) + (1,) * (4 - len(x_shape)) + tuple(x_shape[2:])
-            gx = kernels.conv2d_backward(_placeholder(self.xp, x2_shape, gy.dtype),
-                                         self.xp.ascontiguousarray(_as_2d(w)), _as_2d(gy), s2, p2, d2, g, True, False,
-                                         False)[0]
+            s3, p3, d3, _, g = _geom_3d(self.geom)
+            x3_shape = tuple(x_shape[:2]) + (1,) * (5 - len(x_shape)) + tuple(x_shape[2:])
+            gx = kernels.conv_backward(_placeholder(self.xp, x3_shape, gy.dtype),
+                                       self.xp.ascontiguousarray(_as_3d(w)), _as_3d(gy), s3, p3, d3, g, True, False,
+                                       False)[0]
             return gx.reshape(x_shape)
         return _input_grad(self.xp, _grouped_gy(self.xp, gy, groups), w, x_shape, self.geom)
 
@@ -147,10 +147,10 @@ class ConvWeight(Function):
         self.geom = (stride, padding, dilation, gy.shape[2:], groups)
         kernels = _kernels(self.backend, x)
         if kernels is not None:
-            s2, p2, d2, _, g = _geom_2d(self.geom)
-            w2_shape = tuple(w_shape[:2]) + (1,) * (4 - len(w_shape)) + tuple(w_shape[2:])
-            gw = kernels.conv2d_backward(self.xp.ascontiguousarray(_as_2d(x)), _placeholder(self.xp, w2_shape, x.dtype),
-                                         _as_2d(gy), s2, p2, d2, g, False, True, False)[1]
+            s3, p3, d3, _, g = _geom_3d(self.geom)
+            w3_shape = tuple(w_shape[:2]) + (1,) * (5 - len(w_shape)) + tuple(w_shape[2:])
+            gw = kernels.conv_backward(self.xp.ascontiguousarray(_as_3d(x)), _placeholder(self.xp, w3_shape, x.dtype),
+                                       _as_3d(gy), s3, p3, d3, g, False, True, False)[1]
             return gw.reshape(w_shape)
         return _weight_grad(self.xp, x, _grouped_gy(self.xp, gy, groups), w_shape, self.geom)
 
@@ -182,22 +182,23 @@ def _kwargs(geom):
     return dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
-# ---- 1-D as 2-D, for the compiled kernels --------------------------------------------------------------------------
+# ---- 1-D and 2-D as 3-D, for the compiled kernels ------------------------------------------------------------------
 def _kernels(backend, a):
-    """The compiled kernels for a 1-D or 2-D convolution of a floating-point array (3-D runs the array code)."""
-    return compiled_kernels(backend, a) if a.ndim in (3, 4) else None
+    """The compiled kernels for a convolution of a floating-point array, or None (then the array code runs)."""
+    return compiled_kernels(backend, a)
 
 
-def _as_2d(a):
-    """A 1-D convolution's (N, C, L) array as (N, C, 1, L); a 2-D one's as it is."""
-    return a[:, :, None, :] if a.ndim == 3 else a
+def _as_3d(a):
+    """A 1-D convolution's (N, C, L) array as (N, C, 1, 1, L), a 2-D one's (N, C, H, W) as (N, C, 1, H, W)."""
+    return a.reshape(a.shape[:2] + (1,) * (5 - a.ndim) + a.shape[2:])
 
 
-def _geom_2d(geom):
+def _geom_3d(geom):
+    """geom with a leading depth (and height) of one position: stride 1, no padding, dilation 1."""
     stride, padding, dilation, out, groups = geom
-    if len(stride) == 2:
-        return geom
-    return (1,) + tuple(stride), (0,) + tuple(padding), (1,) + tuple(dilation), (1,) + tuple(out), groups
+    lead = 3 - len(stride)
+    return ((1,) * lead + tuple(stride), (0,) * lead + tuple(padding), (1,) * lead + tuple(dilation),
+            (1,) * lead + tuple(out), groups)
 
 
 def _placeholder(xp, shape, dtype):

@@ -1,11 +1,14 @@
 """Convolution on the CPU: im2col, the GEMMs (NumPy's BLAS) and col2im, a cache-sized chunk of samples
 at a time, the chunks spread over the backend's thread pool; and a direct kernel for depthwise convolution.
+The kernels take 3-D convolutions; a 1-D or 2-D one comes as a 3-D one with a depth (and height) of 1.
 
 NOTE: depthwise (one input channel per group, C/G = 1) has no GEMM worth the name: each group's product is
 (O/G, KH*KW) @ (KH*KW, OH*OW), a few rows deep, and im2col copies the input KH*KW times to feed it (3x3
 depthwise on 32x32x28x28 took 21 ms forward and backward, 7x torch). The direct loops read each plane in
 place, one kernel offset at a time along whole rows, which the compiler vectorizes.
 """
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -13,32 +16,33 @@ from ._jit import pjit
 
 
 class ConvKernels:
-    """conv2d_forward and conv2d_backward, as methods of CpuKernels."""
+    """conv_forward and conv_backward, as methods of CpuKernels."""
 
     # The batch is cut into chunks whose columns fit in a core's cache. For each chunk: im2col,
     # the GEMMs, then col2im, while the columns are still in cache. One sample's columns are
-    # laid out (C*KH*KW, OH*OW), so W @ cols lands straight in y's (N, O, OH*OW) layout and gy
+    # laid out (C*KD*KH*KW, OD*OH*OW), so W @ cols lands straight in y's (N, O, OD*OH*OW) layout and gy
     # is read in its own: no transpose on the way in or out. The chunks split over the cores.
     #
     # NOTE: the chunks, and the groups of chunks whose weight gradients are summed together, depend
     # on the shapes only, never on the thread count, and the groups' sums are added in group order:
     # so the result is the same to the bit for any TINYGRADNORM_NUM_THREADS.
 
-    def conv2d_forward(self, x, w, b, stride, padding, dilation, out_hw, groups=1):
-        """y (N, O, OH, OW) of a 2-D convolution of x (N, C, H, W) with w (O, C/G, KH, KW) in G groups, plus b (O,)
-        unless None. One chunk's product is batched over the groups: (G, O/G, K) @ (m, G, K, P), K = C/G*KH*KW.
-        Depthwise (one input channel per group) runs the direct loops at the end of this file instead."""
-        n, o, (oh, ow) = x.shape[0], w.shape[0], out_hw
-        if _is_depthwise(x, w, groups):
-            y = self.empty((n, o, oh, ow), x.dtype)
+    def conv_forward(self, x, w, b, stride, padding, dilation, out, groups=1):
+        """y (N, O, OD, OH, OW) of a 3-D convolution of x (N, C, D, H, W) with w (O, C/G, KD, KH, KW) in G groups,
+        plus b (O,) unless None; stride, padding, dilation and out are 3-tuples. One chunk's product is batched
+        over the groups: (G, O/G, K) @ (m, G, K, P), K = C/G*KD*KH*KW. Depthwise (one input channel per group, a
+        depth of 1) runs the direct loops at the end of this file instead."""
+        n, o = x.shape[0], w.shape[0]
+        if _is_depthwise(x, w, groups, padding):
+            y = self.empty((n, o, 1) + tuple(out[1:]), x.dtype)
             self.thread_count()
             _depthwise_forward(x.reshape(-1), w.reshape(-1), _or_empty(b, x.dtype), b is not None, y.reshape(-1),
-                               *_depthwise_dims(x.shape, w.shape, out_hw, stride, padding, dilation))
+                               *_depthwise_dims(x.shape, w.shape, out, stride, padding, dilation))
             return y
         w3 = w.reshape(groups, o // groups, -1)
         k = w3.shape[2]
-        y = self.empty((n, o, oh * ow), x.dtype)
-        chunks = _ConvChunks(x, groups * k, out_hw, _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
+        y = self.empty((n, o, out[0] * out[1] * out[2]), x.dtype)
+        chunks = _ConvChunks(x, groups * k, out, _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
         bias = None if b is None else b.reshape(groups, o // groups, 1)
 
         def run(lo, hi):
@@ -49,21 +53,20 @@ class ConvKernels:
                 if bias is not None:
                     out += bias
         self.split(run, chunks.count, y.nbytes * k)
-        return y.reshape(n, o, oh, ow)
+        return y.reshape((n, o) + tuple(out))
 
-    def conv2d_backward(self, x, w, gy, stride, padding, dilation, groups, need_gx, need_gw, need_gb):
-        """gx, gw and gb of conv2d_forward for the output gradient gy (N, O, OH, OW); None where not needed."""
-        n, o, (oh, ow) = x.shape[0], w.shape[0], gy.shape[2:]
-        if _is_depthwise(x, w, groups):
+    def conv_backward(self, x, w, gy, stride, padding, dilation, groups, need_gx, need_gw, need_gb):
+        """gx, gw and gb of conv_forward for the output gradient gy (N, O, OD, OH, OW); None where not needed."""
+        n, o, out = x.shape[0], w.shape[0], gy.shape[2:]
+        if _is_depthwise(x, w, groups, padding):
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
         og = o // groups
         w3 = w.reshape(groups, og, -1)
         k = w3.shape[2]
-        gy = np.ascontiguousarray(gy).reshape(n, groups, og, oh * ow)
+        gy = np.ascontiguousarray(gy).reshape(n, groups, og, math.prod(out))
         gx = self.empty(x.shape, x.dtype) if need_gx else None
-        chunks = _ConvChunks(x, groups * k, (oh, ow), _conv_geometry(w.shape, stride, padding, dilation),
-                             self.scratch)
+        chunks = _ConvChunks(x, groups * k, out, _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
         parts = chunks.groups(o * k * x.itemsize)
         gw_parts = np.zeros((parts, groups, k, og), dtype=x.dtype) if need_gw else None     # gw transposed
         gb_parts = np.zeros((parts, o), dtype=x.dtype) if need_gb else None
@@ -91,7 +94,7 @@ class ConvKernels:
         return gx, gw, _in_order(gb_parts, (o,))
 
     def _depthwise_backward(self, x, w, gy, stride, padding, dilation, need_gx, need_gw, need_gb):
-        """conv2d_backward for one input channel per group. Each sample's weight and bias gradients are
+        """conv_backward for one input channel per group. Each sample's weight and bias gradients are
         computed on their own and the samples' are summed in order, so no bit depends on the thread count."""
         n, o = gy.shape[:2]
         self.thread_count()
@@ -116,9 +119,9 @@ _CONV_PARTIALS_BYTES = 1 << 26     # and at most this much memory for them
 class _ConvChunks:
     """The batch cut into chunks of samples whose im2col columns take about _CONV_CHUNK_BYTES."""
 
-    def __init__(self, x, k, out_hw, geom, scratch):
-        self.x, self.k, self.out_hw, self.geom, self.scratch = x, k, out_hw, geom, scratch
-        self.p = out_hw[0] * out_hw[1]
+    def __init__(self, x, k, out, geom, scratch):
+        self.x, self.k, self.out, self.geom, self.scratch = x, k, tuple(out), geom, scratch
+        self.p = out[0] * out[1] * out[2]
         n = x.shape[0]
         count = -(-n // max(1, _CONV_CHUNK_BYTES // (k * self.p * x.itemsize)))
         # NOTE: an even number of chunks of equal size, where there are samples enough: 3 chunks over 2 threads
@@ -135,13 +138,13 @@ class _ConvChunks:
         return range(self.count * group // groups, self.count * (group + 1) // groups)
 
     def columns(self, c, build=True):
-        """(n0, n1, cols) for chunk c: samples [n0, n1) and this thread's scratch array (n1 - n0, K, OH*OW),
+        """(n0, n1, cols) for chunk c: samples [n0, n1) and this thread's scratch array (n1 - n0, K, OD*OH*OW),
         holding the chunk's columns when build is true."""
         n0 = c * self.step
         n1 = min(n0 + self.step, self.x.shape[0])
         cols = self.scratch("cols", (n1 - n0, self.k, self.p), self.x.dtype)
         if build:
-            _im2col(self.x, cols.reshape(n1 - n0, self.x.shape[1], -1, *self.out_hw), n0, *self.geom)
+            _im2col(self.x, cols.reshape((n1 - n0, self.x.shape[1], -1) + self.out), n0, *self.geom)
         return n0, n1, cols
 
 
@@ -157,15 +160,15 @@ def _in_order(parts, shape):
 
 def _conv_geometry(w_shape, stride, padding, dilation):
     """The integers _im2col and _col2im take after their first three arguments."""
-    return (w_shape[2], w_shape[3], *stride, *padding, *dilation)
+    return (*w_shape[2:], *stride, *padding, *dilation)
 
 
 # ---- convolution: building and scattering the columns -------------------------------
-# Kernel offset (i, j) reads row a*sh + i*dh - ph and column b*sw + j*dw - pw of x for output (a, b). The outputs
-# whose read falls inside x are a range along each axis, found once per offset (_inside); within it each column
-# row is one run of reads (contiguous when sw = 1), outside it zeros. As in the depthwise loops below, the arrays
-# are flat and the indices unsigned, so that LLVM vectorizes the runs: per-element bounds checks on 5-D indices
-# made im2col and col2im 1.3-2.5x slower.
+# Kernel offset (q, i, j) reads plane e*sd + q*dd - pd, row a*sh + i*dh - ph and column b*sw + j*dw - pw of x
+# for output (e, a, b). The outputs whose read falls inside x are a range along each axis, found once per offset
+# (_inside); within it each row of columns is one run of reads (contiguous when sw = 1), outside it zeros. As in
+# the depthwise loops below, the arrays are flat and the indices unsigned, so that LLVM vectorizes the runs:
+# per-element bounds checks on 5-D indices made im2col and col2im 1.3-2.5x slower.
 @njit(inline="always")
 def _inside(n_out, stride, offset, size):
     """[lo, hi): the outputs t in [0, n_out) whose read t*stride + offset lies in [0, size)."""
@@ -175,67 +178,82 @@ def _inside(n_out, stride, offset, size):
 
 
 @njit(nogil=True, cache=True)
-def _im2col(x, cols, n0, kh, kw, sh, sw, ph, pw, dh, dw):
-    """cols[m, c, i*kw + j, a, b] = x[n0 + m, c, a*sh + i*dh - ph, b*sw + j*dw - pw], zero outside x."""
-    chunk, c_, _, oh, ow = cols.shape
-    h, w = x.shape[2], x.shape[3]
+def _im2col(x, cols, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw):
+    """cols[m, c, (q*kh + i)*kw + j, e, a, b] = x[n0 + m, c, e*sd + q*dd - pd, a*sh + i*dh - ph, b*sw + j*dw - pw],
+    zero outside x."""
+    chunk, c_, _, od, oh, ow = cols.shape
+    d, h, w = x.shape[2], x.shape[3], x.shape[4]
     xf, cf = x.reshape(-1), cols.reshape(-1)
     zero = x.dtype.type(0.0)
     for m in range(chunk):
         for c in range(c_):
-            plane = ((n0 + m) * c_ + c) * h * w
-            for i in range(kh):
-                a_lo, a_hi = _inside(oh, sh, i * dh - ph, h)
-                for j in range(kw):
-                    b_lo, b_hi = _inside(ow, sw, j * dw - pw, w)
-                    at = ((m * c_ + c) * kh * kw + i * kw + j) * oh * ow
-                    for t in range(U(at), U(at + a_lo * ow)):
-                        cf[t] = zero
-                    for a in range(a_lo, a_hi):
-                        dst = U(at + a * ow)
-                        src = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)      # read b at src + b*sw
-                        for b in range(U(b_lo)):
-                            cf[dst + b] = zero
-                        if sw == 1:
-                            for b in range(U(b_lo), U(b_hi)):
-                                cf[dst + b] = xf[src + b]
-                        else:
-                            for b in range(U(b_lo), U(b_hi)):
-                                cf[dst + b] = xf[src + b * U(sw)]
-                        for b in range(U(b_hi), U(ow)):
-                            cf[dst + b] = zero
-                    for t in range(U(at + a_hi * ow), U(at + oh * ow)):
-                        cf[t] = zero
+            volume = ((n0 + m) * c_ + c) * d * h * w
+            for q in range(kd):
+                e_lo, e_hi = _inside(od, sd, q * dd - pd, d)
+                for i in range(kh):
+                    a_lo, a_hi = _inside(oh, sh, i * dh - ph, h)
+                    for j in range(kw):
+                        b_lo, b_hi = _inside(ow, sw, j * dw - pw, w)
+                        at = ((m * c_ + c) * kd * kh * kw + (q * kh + i) * kw + j) * od * oh * ow
+                        for e in range(od):
+                            row0 = at + e * oh * ow
+                            if not e_lo <= e < e_hi:
+                                for t in range(U(row0), U(row0 + oh * ow)):
+                                    cf[t] = zero
+                                continue
+                            plane = volume + (e * sd + q * dd - pd) * h * w
+                            for t in range(U(row0), U(row0 + a_lo * ow)):
+                                cf[t] = zero
+                            for a in range(a_lo, a_hi):
+                                dst = U(row0 + a * ow)
+                                src = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)    # read b at src + b*sw
+                                for b in range(U(b_lo)):
+                                    cf[dst + b] = zero
+                                if sw == 1:
+                                    for b in range(U(b_lo), U(b_hi)):
+                                        cf[dst + b] = xf[src + b]
+                                else:
+                                    for b in range(U(b_lo), U(b_hi)):
+                                        cf[dst + b] = xf[src + b * U(sw)]
+                                for b in range(U(b_hi), U(ow)):
+                                    cf[dst + b] = zero
+                            for t in range(U(row0 + a_hi * ow), U(row0 + oh * ow)):
+                                cf[t] = zero
 
 
 @njit(nogil=True, cache=True)
-def _col2im(gcols, gx, n0, kh, kw, sh, sw, ph, pw, dh, dw):
+def _col2im(gcols, gx, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw):
     """The adjoint of _im2col: gx[n0 + m] gets every column entry of sample m added back where it was read,
-    offset by offset in (i, j) order."""
+    offset by offset in (q, i, j) order."""
     chunk, _, p = gcols.shape
-    c_, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    c_, d, h, w = gx.shape[1], gx.shape[2], gx.shape[3], gx.shape[4]
+    od = (d + 2 * pd - dd * (kd - 1) - 1) // sd + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    oh = p // ow
+    oh = p // (od * ow)
     gf, xf = gcols.reshape(-1), gx.reshape(-1)
     for m in range(chunk):
         for c in range(c_):
-            plane = ((n0 + m) * c_ + c) * h * w
-            for t in range(U(plane), U(plane + h * w)):
+            volume = ((n0 + m) * c_ + c) * d * h * w
+            for t in range(U(volume), U(volume + d * h * w)):
                 xf[t] = 0
-            for i in range(kh):
-                a_lo, a_hi = _inside(oh, sh, i * dh - ph, h)
-                for j in range(kw):
-                    b_lo, b_hi = _inside(ow, sw, j * dw - pw, w)
-                    at = ((m * c_ + c) * kh * kw + i * kw + j) * p
-                    for a in range(a_lo, a_hi):
-                        src = U(at + a * ow)
-                        dst = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)
-                        if sw == 1:
-                            for b in range(U(b_lo), U(b_hi)):
-                                xf[dst + b] += gf[src + b]
-                        else:
-                            for b in range(U(b_lo), U(b_hi)):
-                                xf[dst + b * U(sw)] += gf[src + b]
+            for q in range(kd):
+                e_lo, e_hi = _inside(od, sd, q * dd - pd, d)
+                for i in range(kh):
+                    a_lo, a_hi = _inside(oh, sh, i * dh - ph, h)
+                    for j in range(kw):
+                        b_lo, b_hi = _inside(ow, sw, j * dw - pw, w)
+                        at = ((m * c_ + c) * kd * kh * kw + (q * kh + i) * kw + j) * p
+                        for e in range(e_lo, e_hi):
+                            plane = volume + (e * sd + q * dd - pd) * h * w
+                            for a in range(a_lo, a_hi):
+                                src = U(at + (e * oh + a) * ow)
+                                dst = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)
+                                if sw == 1:
+                                    for b in range(U(b_lo), U(b_hi)):
+                                        xf[dst + b] += gf[src + b]
+                                else:
+                                    for b in range(U(b_lo), U(b_hi)):
+                                        xf[dst + b * U(sw)] += gf[src + b]
 
 
 # ---- depthwise convolution: direct loops over each plane ------------------------------------------------------------
@@ -262,8 +280,10 @@ _DEPTHWISE_BLOCKS = 64
 U = np.uint64
 
 
-def _is_depthwise(x, w, groups):
-    return groups > 1 and groups == x.shape[1] and w.shape[1] == 1
+def _is_depthwise(x, w, groups, padding):
+    """One input channel per group, and no depth (nor padding along it): the direct loops' case."""
+    return (groups > 1 and groups == x.shape[1] and w.shape[1] == 1 and x.shape[2] == 1 and w.shape[2] == 1
+            and padding[0] == 0)
 
 
 def _or_empty(a, dtype):
@@ -271,9 +291,11 @@ def _or_empty(a, dtype):
     return np.zeros(0, dtype=dtype) if a is None else a.reshape(-1)
 
 
-def _depthwise_dims(x_shape, w_shape, out_hw, stride, padding, dilation):
-    """The integers the depthwise kernels take after their arrays and flags."""
-    return (*x_shape, w_shape[0], *w_shape[2:], *out_hw, *stride, *padding, *dilation)
+def _depthwise_dims(x_shape, w_shape, out, stride, padding, dilation):
+    """The integers the depthwise kernels take after their arrays and flags (height and width only: the
+    depth is 1)."""
+    return (*x_shape[:2], *x_shape[3:], w_shape[0], *w_shape[3:], *out[1:], *stride[1:], *padding[1:],
+            *dilation[1:])
 
 
 @njit(inline="always")
