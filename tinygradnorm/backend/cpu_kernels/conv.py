@@ -169,12 +169,23 @@ def _conv_geometry(w_shape, stride, padding, dilation):
 # (_inside); within it each row of columns is one run of reads (contiguous when sw = 1), outside it zeros. As in
 # the depthwise loops below, the arrays are flat and the indices unsigned, so that LLVM vectorizes the runs:
 # per-element bounds checks on 5-D indices made im2col and col2im 1.3-2.5x slower.
+#
+# NOTE: where the rows of columns are as long as x's (stride 1 and "same" width: 3x3 with padding 1, say), one
+# offset's runs of reads, row after row, are one contiguous stretch of x: so each is one run (_one_run), and the
+# entries it should not have read (the windows past a row's ends) are set to zero after. Per-row runs of 28
+# elements were short enough that their loop overhead was half of im2col's time.
 @njit(inline="always")
 def _inside(n_out, stride, offset, size):
     """[lo, hi): the outputs t in [0, n_out) whose read t*stride + offset lies in [0, size)."""
     lo = min(n_out, 0 if offset >= 0 else (stride - 1 - offset) // stride)
     hi = 0 if offset >= size else min(n_out, (size - 1 - offset) // stride + 1)
     return lo, max(lo, hi)
+
+
+@njit(inline="always")
+def _one_run(sh, sw, ow, w, a_lo, a_hi, b_lo, b_hi):
+    """Whether an offset's reads for rows [a_lo, a_hi) can be one run of x (see the note above)."""
+    return sh == 1 and sw == 1 and ow == w and a_hi - a_lo > 1 and b_hi > b_lo
 
 
 @njit(nogil=True, cache=True)
@@ -204,19 +215,30 @@ def _im2col(x, cols, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw):
                             plane = volume + (e * sd + q * dd - pd) * h * w
                             for t in range(U(row0), U(row0 + a_lo * ow)):
                                 cf[t] = zero
-                            for a in range(a_lo, a_hi):
-                                dst = U(row0 + a * ow)
-                                src = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)    # read b at src + b*sw
-                                for b in range(U(b_lo)):
-                                    cf[dst + b] = zero
-                                if sw == 1:
-                                    for b in range(U(b_lo), U(b_hi)):
-                                        cf[dst + b] = xf[src + b]
-                                else:
-                                    for b in range(U(b_lo), U(b_hi)):
-                                        cf[dst + b] = xf[src + b * U(sw)]
-                                for b in range(U(b_hi), U(ow)):
-                                    cf[dst + b] = zero
+                            if _one_run(sh, sw, ow, w, a_lo, a_hi, b_lo, b_hi):
+                                dst = U(row0 + a_lo * ow + b_lo)
+                                src = U(plane + (a_lo + i * dh - ph) * w + j * dw - pw + b_lo)
+                                for t in range(U((a_hi - a_lo - 1) * ow + b_hi - b_lo)):
+                                    cf[dst + t] = xf[src + t]
+                                for a in range(a_lo, a_hi):              # the windows past the rows' ends
+                                    for t in range(U(row0 + a * ow), U(row0 + a * ow + b_lo)):
+                                        cf[t] = zero
+                                    for t in range(U(row0 + a * ow + b_hi), U(row0 + (a + 1) * ow)):
+                                        cf[t] = zero
+                            else:
+                                for a in range(a_lo, a_hi):
+                                    dst = U(row0 + a * ow)
+                                    src = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)  # read b at src + b*sw
+                                    for b in range(U(b_lo)):
+                                        cf[dst + b] = zero
+                                    if sw == 1:
+                                        for b in range(U(b_lo), U(b_hi)):
+                                            cf[dst + b] = xf[src + b]
+                                    else:
+                                        for b in range(U(b_lo), U(b_hi)):
+                                            cf[dst + b] = xf[src + b * U(sw)]
+                                    for b in range(U(b_hi), U(ow)):
+                                        cf[dst + b] = zero
                             for t in range(U(row0 + a_hi * ow), U(row0 + oh * ow)):
                                 cf[t] = zero
 
@@ -224,7 +246,8 @@ def _im2col(x, cols, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw):
 @njit(nogil=True, cache=True)
 def _col2im(gcols, gx, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw):
     """The adjoint of _im2col: gx[n0 + m] gets every column entry of sample m added back where it was read,
-    offset by offset in (q, i, j) order."""
+    offset by offset in (q, i, j) order. gcols is scratch: where one run adds an offset's rows (see the note
+    above), its entries for the windows past the rows' ends are set to zero first, so that they add nothing."""
     chunk, _, p = gcols.shape
     c_, d, h, w = gx.shape[1], gx.shape[2], gx.shape[3], gx.shape[4]
     od = (d + 2 * pd - dd * (kd - 1) - 1) // sd + 1
@@ -245,6 +268,18 @@ def _col2im(gcols, gx, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw):
                         at = ((m * c_ + c) * kd * kh * kw + (q * kh + i) * kw + j) * p
                         for e in range(e_lo, e_hi):
                             plane = volume + (e * sd + q * dd - pd) * h * w
+                            if _one_run(sh, sw, ow, w, a_lo, a_hi, b_lo, b_hi):
+                                row0 = at + e * oh * ow
+                                for a in range(a_lo, a_hi):
+                                    for t in range(U(row0 + a * ow), U(row0 + a * ow + b_lo)):
+                                        gf[t] = 0
+                                    for t in range(U(row0 + a * ow + b_hi), U(row0 + (a + 1) * ow)):
+                                        gf[t] = 0
+                                src = U(row0 + a_lo * ow + b_lo)
+                                dst = U(plane + (a_lo + i * dh - ph) * w + j * dw - pw + b_lo)
+                                for t in range(U((a_hi - a_lo - 1) * ow + b_hi - b_lo)):
+                                    xf[dst + t] += gf[src + t]
+                                continue
                             for a in range(a_lo, a_hi):
                                 src = U(at + (e * oh + a) * ow)
                                 dst = U(plane + (a * sh + i * dh - ph) * w + j * dw - pw)

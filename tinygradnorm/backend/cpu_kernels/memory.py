@@ -25,7 +25,8 @@ class MemoryKernels:
         buffers = self._scratch.__dict__
         buf = buffers.get(name)
         if buf is None or buf.nbytes < nbytes:
-            buf = buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
+            block = np.empty(max(nbytes, 1) + _ALIGN, dtype=np.uint8)        # on a cache line, as ``empty``'s
+            buf = buffers[name] = block[-block.ctypes.data % _ALIGN:][:max(nbytes, 1)]
         return _view(buf, nbytes, shape, dtype)
 
 
