@@ -181,6 +181,51 @@ def test_conv_in_one_sample_chunks_and_three_pieces_matches_numpy_path(monkeypat
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+# (transposed convolution, its input's shape, weight shape, kwargs): 1-D, 2-D, 3-D, groups, depthwise, and an
+# output_padding past the windows (the backward then runs the two separate passes)
+TRANSPOSED_BACKWARD = [
+    ("conv_transpose1d", (3, 4, 9), (4, 3, 4), dict(stride=2, padding=1)),
+    ("conv_transpose2d", (3, 4, 5, 6), (4, 2, 3, 2), dict(stride=(2, 1), padding=1, groups=2)),
+    ("conv_transpose2d", (2, 4, 5, 5), (4, 1, 3, 3), dict(stride=2, padding=1, groups=4)),
+    ("conv_transpose2d", (2, 3, 4, 4), (3, 2, 2, 2), dict(stride=1, dilation=3, output_padding=2)),
+    ("conv_transpose3d", (2, 2, 3, 4, 3), (2, 3, 2, 3, 2), dict(stride=(1, 2, 2), padding=(0, 1, 1))),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("fn, x_shape, w_shape, kw", TRANSPOSED_BACKWARD)
+@pytest.mark.usefixtures("many_pieces")
+def test_transposed_conv_backward_in_one_pass_matches_numpy_path(monkeypatch, fn, x_shape, w_shape, kw):
+    """A transposed convolution's backward (conv of the output's gradient, and the weight's gradient, from one
+    im2col per chunk) against the NumPy path."""
+    arrays = [R.standard_normal(x_shape), R.standard_normal(w_shape)]
+    gy = None
+
+    def run():
+        nonlocal gy
+        x, w = (leaf(a) for a in arrays)
+        y = getattr(F, fn)(x, w, **kw)
+        gy = R.standard_normal(y.shape) if gy is None else gy
+        y.backward(tg.tensor(gy))
+        return [y.numpy(), x.grad.numpy(), w.grad.numpy()]
+
+    compiled, numpy_only = _both_paths(monkeypatch, run)
+    for a, b in zip(compiled, numpy_only):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@needs_kernels
+@pytest.mark.usefixtures("many_pieces")
+def test_conv_and_weight_grad_gives_the_bits_of_the_two_separate_passes():
+    x, w = R.standard_normal((5, 4, 1, 7, 6)), R.standard_normal((6, 2, 1, 3, 2))
+    geom = ((1, 2, 1), (0, 1, 1), (1, 1, 2), 2)
+    y = KERNELS.conv_forward(x, w, None, *geom[:3], (1, 4, 6), geom[3])
+    gy = R.standard_normal(y.shape)
+    y2, gw2 = KERNELS.conv_and_weight_grad(x, w, gy, *geom)
+    gw = KERNELS.conv_backward(x, w, gy, *geom, False, True, False)[1]
+    assert np.array_equal(y, y2) and np.array_equal(gw, gw2)
+
+
 @needs_kernels
 @pytest.mark.usefixtures("many_pieces")
 def test_conv2d_in_chunks_gradchecks():

@@ -107,6 +107,15 @@ class ConvInput(Function):
 
     def backward(self, u):
         gy, w = self.saved
+        kernels = _kernels(self.backend, u)
+        if (kernels is not None and all(self.needs_input_grad)
+                and _full_out(u.shape, w.shape, *self.geom[:3]) == tuple(gy.shape[2:])):
+            # a transposed convolution's backward: conv(u, w) and ConvWeight(u, gy) from one im2col of u per chunk
+            xp = self.xp
+            s3, p3, d3, _, g = _geom_3d(self.geom)
+            ggy, gw = kernels.conv_and_weight_grad(xp.ascontiguousarray(_as_3d(u)), xp.ascontiguousarray(_as_3d(w)),
+                                                   _as_3d(gy), s3, p3, d3, g)
+            return ggy.reshape(gy.shape), gw.reshape(w.shape)
         return _conv_input_grads(self, u, gy, w, lambda *a, **k: _array(Convolution, self, *a, **k),
                                  lambda *a, **k: _array(ConvWeight, self, *a, **k))
 

@@ -16,7 +16,7 @@ from ._jit import pjit
 
 
 class ConvKernels:
-    """conv_forward and conv_backward, as methods of CpuKernels."""
+    """conv_forward, conv_backward and conv_and_weight_grad, as methods of CpuKernels."""
 
     # The batch is cut into chunks whose columns fit in a core's cache. For each chunk: im2col,
     # the GEMMs, then col2im, while the columns are still in cache. One sample's columns are
@@ -57,14 +57,29 @@ class ConvKernels:
 
     def conv_backward(self, x, w, gy, stride, padding, dilation, groups, need_gx, need_gw, need_gb):
         """gx, gw and gb of conv_forward for the output gradient gy (N, O, OD, OH, OW); None where not needed."""
-        n, o, out = x.shape[0], w.shape[0], gy.shape[2:]
         if _is_depthwise(x, w, groups, padding):
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
+        return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw, need_gb)[1:]
+
+    def conv_and_weight_grad(self, x, w, gy, stride, padding, dilation, groups):
+        """(y, gw): conv_forward(x, w) and conv_backward's gw for gy (whose spatial shape is y's), from one im2col
+        of x per chunk. A transposed convolution's backward needs both, of the same x (its output's gradient)."""
+        if _is_depthwise(x, w, groups, padding):
+            return (self.conv_forward(x, w, None, stride, padding, dilation, gy.shape[2:], groups),
+                    self.conv_backward(x, w, gy, stride, padding, dilation, groups, False, True, False)[1])
+        y, _, gw, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, True, False, True, False)
+        return y, gw
+
+    def _chunked_pass(self, x, w, gy, stride, padding, dilation, groups, need_y, need_gx, need_gw, need_gb):
+        """(y, gx, gw, gb), None where not needed: one pass over the chunks, building each chunk's columns once
+        for y = W @ cols and gw, then overwriting them with gx's."""
+        n, o, out = x.shape[0], w.shape[0], gy.shape[2:]
         og = o // groups
         w3 = w.reshape(groups, og, -1)
         k = w3.shape[2]
         gy = np.ascontiguousarray(gy).reshape(n, groups, og, math.prod(out))
+        y = self.empty(gy.shape, x.dtype) if need_y else None
         gx = self.empty(x.shape, x.dtype) if need_gx else None
         chunks = _ConvChunks(x, groups * k, out, _conv_geometry(w.shape, stride, padding, dilation), self.scratch)
         parts = chunks.groups(o * k * x.itemsize)
@@ -74,9 +89,11 @@ class ConvKernels:
         def run(lo, hi):
             for part in range(lo, hi):
                 for c in chunks.of_group(part, parts):
-                    n0, n1, cols = chunks.columns(c, build=need_gw)
+                    n0, n1, cols = chunks.columns(c, build=need_gw or need_y)
                     cols = cols.reshape(n1 - n0, groups, k, -1)
                     g = gy[n0:n1]
+                    if need_y:
+                        np.matmul(w3, cols, out=y[n0:n1])
                     if need_gw:            # gw.T = sum over the chunk's samples of cols[n] @ gy[n].T, per group
                         # NOTE: as cols @ gy.T, not gy @ cols.T: BLAS ran the product with the long operand
                         # transposed 1.3-1.7x slower (LeNet's second conv: 34 GFLOP/s against 57)
@@ -91,7 +108,7 @@ class ConvKernels:
         gw = None
         if need_gw:
             gw = np.ascontiguousarray(_in_order(gw_parts, gw_parts.shape[1:]).transpose(0, 2, 1)).reshape(w.shape)
-        return gx, gw, _in_order(gb_parts, (o,))
+        return (None if y is None else y.reshape((n, o) + tuple(out))), gx, gw, _in_order(gb_parts, (o,))
 
     def _depthwise_backward(self, x, w, gy, stride, padding, dilation, need_gx, need_gw, need_gb):
         """conv_backward for one input channel per group. Each sample's weight and bias gradients are
