@@ -44,7 +44,7 @@ class Convolution(Function):
         self.geom = (stride, padding, dilation, out, groups)
         self.save_for_backward(x, w)
         bias = b[0] if b else None
-        kernels = _kernels(self.backend, x)
+        kernels = compiled_kernels(self.backend, x)
         if kernels is not None:
             x3, w3, geom3 = _as_3d(x), _as_3d(w), _geom_3d(self.geom)
             y = kernels.conv_forward(self.xp.ascontiguousarray(x3), self.xp.ascontiguousarray(w3), bias,
@@ -57,7 +57,7 @@ class Convolution(Function):
         xp, (x, w) = self.xp, self.saved
         needs = self.needs_input_grad
         need_gb = len(needs) > 2 and needs[2]
-        kernels = _kernels(self.backend, x)
+        kernels = compiled_kernels(self.backend, x)
         if kernels is not None:
             stride, padding, dilation, _, g = _geom_3d(self.geom)
             gx, gw, gb = kernels.conv_backward(xp.ascontiguousarray(_as_3d(x)), xp.ascontiguousarray(_as_3d(w)),
@@ -89,7 +89,7 @@ class ConvInput(Function):
     def forward(self, gy, w, x_shape, stride, padding, dilation, groups):
         self.save_for_backward(gy, w)
         self.x_shape, self.geom = tuple(x_shape), (stride, padding, dilation, gy.shape[2:], groups)
-        kernels = _kernels(self.backend, gy)
+        kernels = compiled_kernels(self.backend, gy)
         full = _full_out(x_shape, w.shape, stride, padding, dilation)
         if kernels is not None and full != gy.shape[2:]:
             # NOTE: an output_padding of a stride or more (a transposed convolution with a larger dilation) makes x
@@ -98,8 +98,7 @@ class ConvInput(Function):
             gy = self.xp.pad(gy, ((0, 0), (0, 0)) + tuple((0, f - n) for f, n in zip(full, gy.shape[2:])))
         if kernels is not None:
             s3, p3, d3, _, g = _geom_3d(self.geom)
-            x3_shape = tuple(x_shape[:2]) + (1,) * (5 - len(x_shape)) + tuple(x_shape[2:])
-            gx = kernels.conv_backward(_placeholder(self.xp, x3_shape, gy.dtype),
+            gx = kernels.conv_backward(_placeholder(self.xp, _shape_3d(x_shape), gy.dtype),
                                        self.xp.ascontiguousarray(_as_3d(w)), _as_3d(gy), s3, p3, d3, g, True, False,
                                        False)[0]
             return gx.reshape(x_shape)
@@ -107,7 +106,7 @@ class ConvInput(Function):
 
     def backward(self, u):
         gy, w = self.saved
-        kernels = _kernels(self.backend, u)
+        kernels = compiled_kernels(self.backend, u)
         if (kernels is not None and all(self.needs_input_grad)
                 and _full_out(u.shape, w.shape, *self.geom[:3]) == tuple(gy.shape[2:])):
             # a transposed convolution's backward: conv(u, w) and ConvWeight(u, gy) from one im2col of u per chunk
@@ -154,12 +153,12 @@ class ConvWeight(Function):
     def forward(self, x, gy, w_shape, stride, padding, dilation, groups):
         self.save_for_backward(x, gy)
         self.geom = (stride, padding, dilation, gy.shape[2:], groups)
-        kernels = _kernels(self.backend, x)
+        kernels = compiled_kernels(self.backend, x)
         if kernels is not None:
             s3, p3, d3, _, g = _geom_3d(self.geom)
-            w3_shape = tuple(w_shape[:2]) + (1,) * (5 - len(w_shape)) + tuple(w_shape[2:])
-            gw = kernels.conv_backward(self.xp.ascontiguousarray(_as_3d(x)), _placeholder(self.xp, w3_shape, x.dtype),
-                                       _as_3d(gy), s3, p3, d3, g, False, True, False)[1]
+            w3 = _placeholder(self.xp, _shape_3d(w_shape), x.dtype)
+            gw = kernels.conv_backward(self.xp.ascontiguousarray(_as_3d(x)), w3, _as_3d(gy), s3, p3, d3, g, False, True,
+                                       False)[1]
             return gw.reshape(w_shape)
         return _weight_grad(self.xp, x, _grouped_gy(self.xp, gy, groups), w_shape, self.geom)
 
@@ -192,14 +191,13 @@ def _kwargs(geom):
 
 
 # ---- 1-D and 2-D as 3-D, for the compiled kernels ------------------------------------------------------------------
-def _kernels(backend, a):
-    """The compiled kernels for a convolution of a floating-point array, or None (then the array code runs)."""
-    return compiled_kernels(backend, a)
+def _shape_3d(shape):
+    """A 1-D convolution's (N, C, L) shape as (N, C, 1, 1, L), a 2-D one's (N, C, H, W) as (N, C, 1, H, W)."""
+    return tuple(shape[:2]) + (1,) * (5 - len(shape)) + tuple(shape[2:])
 
 
 def _as_3d(a):
-    """A 1-D convolution's (N, C, L) array as (N, C, 1, 1, L), a 2-D one's (N, C, H, W) as (N, C, 1, H, W)."""
-    return a.reshape(a.shape[:2] + (1,) * (5 - a.ndim) + a.shape[2:])
+    return a.reshape(_shape_3d(a.shape))
 
 
 def _geom_3d(geom):

@@ -205,6 +205,18 @@ def _one_run(sh, sw, ow, w, a_lo, a_hi, b_lo, b_hi):
     return sh == 1 and sw == 1 and ow == w and a_hi - a_lo > 1 and b_hi > b_lo
 
 
+@njit(inline="always")
+def _zero_margins(a, row0, ow, a_lo, a_hi, b_lo, b_hi):
+    """Zero the entries [0, b_lo) and [b_hi, ow) of rows [a_lo, a_hi) of the rows of ow entries from flat a[row0]:
+    the windows past the rows' ends."""
+    zero = a.dtype.type(0.0)
+    for r in range(a_lo, a_hi):
+        for t in range(U(row0 + r * ow), U(row0 + r * ow + b_lo)):
+            a[t] = zero
+        for t in range(U(row0 + r * ow + b_hi), U(row0 + (r + 1) * ow)):
+            a[t] = zero
+
+
 # NOTE: _im2col and _col2im run their loops with a column stride of 1 written as the constant 1 (the body is
 # inlined into each branch), so that LLVM compiles the common case's runs with no stride and no test of it in
 # the loop: that halved LeNet's second conv's im2col (rows of 8 columns).
@@ -256,12 +268,8 @@ def _im2col_loops(x, cols, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw):
                                     src = U(plane + (a * sh + i * dh - ph) * w + (b_lo * sw + j * dw - pw))
                                     for t in range(run):
                                         cf[dst + t] = xf[src + t * U(sw)]
-                            if margins:                          # the windows past the rows' ends
-                                for a in range(a_lo, a_hi):
-                                    for t in range(U(row0 + a * ow), U(row0 + a * ow + b_lo)):
-                                        cf[t] = zero
-                                    for t in range(U(row0 + a * ow + b_hi), U(row0 + (a + 1) * ow)):
-                                        cf[t] = zero
+                            if margins:
+                                _zero_margins(cf, row0, ow, a_lo, a_hi, b_lo, b_hi)
                             for t in range(U(row0 + a_hi * ow), U(row0 + oh * ow)):
                                 cf[t] = zero
 
@@ -303,11 +311,7 @@ def _col2im_loops(gcols, gx, n0, kd, kh, kw, sd, sh, sw, pd, ph, pw, dd, dh, dw)
                             plane = volume + (e * sd + q * dd - pd) * h * w
                             row0 = at + e * oh * ow
                             if _one_run(sh, sw, ow, w, a_lo, a_hi, b_lo, b_hi):
-                                for a in range(a_lo, a_hi):
-                                    for t in range(U(row0 + a * ow), U(row0 + a * ow + b_lo)):
-                                        gf[t] = zero
-                                    for t in range(U(row0 + a * ow + b_hi), U(row0 + (a + 1) * ow)):
-                                        gf[t] = zero
+                                _zero_margins(gf, row0, ow, a_lo, a_hi, b_lo, b_hi)
                                 src = U(row0 + a_lo * ow + b_lo)
                                 dst = U(plane + (a_lo + i * dh - ph) * w + j * dw - pw + b_lo)
                                 for t in range(U((a_hi - a_lo - 1) * ow) + run):

@@ -25,8 +25,8 @@ class MemoryKernels:
         buffers = self._scratch.__dict__
         buf = buffers.get(name)
         if buf is None or buf.nbytes < nbytes:
-            block = np.empty(max(nbytes, 1) + _ALIGN, dtype=np.uint8)        # on a cache line, as ``empty``'s
-            buf = buffers[name] = block[-block.ctypes.data % _ALIGN:][:max(nbytes, 1)]
+            block, offset = _aligned_block(max(nbytes, 1))
+            buf = buffers[name] = block[offset:offset + max(nbytes, 1)]
         return _view(buf, nbytes, shape, dtype)
 
 
@@ -40,6 +40,12 @@ def _view(block, nbytes, shape, dtype):
 
 
 _ALIGN = 64                 # bytes: a cache line, and an AVX-512 register
+
+
+def _aligned_block(nbytes):
+    """(a fresh uint8 block, the offset in it of nbytes that start on an _ALIGN-byte boundary)."""
+    block = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    return block, -block.ctypes.data % _ALIGN
 
 
 class _Recycler:
@@ -75,8 +81,7 @@ class _Recycler:
             if entry is None:
                 if self.total + nbytes > self.limit:
                     self._release_free()
-                block = np.empty(nbytes + _ALIGN, dtype=np.uint8)
-                entry = (block, -block.ctypes.data % _ALIGN)
+                entry = _aligned_block(nbytes)
                 self.blocks.setdefault(nbytes, []).append(entry)
                 self.total += nbytes
         return np.ndarray(shape, dtype, buffer=entry[0], offset=entry[1])     # its base is the block
