@@ -69,6 +69,25 @@ def test_fused_matches_composite(case, training, device):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [tg.float64, tg.float32, tg.float16])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", ALL, ids=IDS)
+def test_no_graph_path_matches_the_recorded_one(case, training, dtype):
+    """Where no graph is recorded (no_grad, or nothing requires grad), functional.py runs the fused layers' array
+    forward without a Function. Its output and running statistics are the recorded forward's, bit for bit."""
+    results = []
+    for record in (True, False):
+        m, x = prepare(case, "cpu")
+        m.train(training).to(dtype)
+        x = x.detach().to(dtype).requires_grad_(record)
+        with tg.set_grad_enabled(record):
+            ys = [m(x) for _ in range(2)]                   # two calls, so running statistics move in between
+        assert ys[0].requires_grad is record
+        results.append([y.detach().numpy() for y in ys] + [b.numpy() for b in m.buffers()])
+    for recorded, plain in zip(*results):
+        np.testing.assert_array_equal(plain, recorded)
+
+
 @pytest.mark.parametrize("momentum", [0.1, 0.3, None])
 @pytest.mark.parametrize("kind", ["BatchNorm2d", "InstanceNorm2d"])
 def test_running_stats_match_numpy_reference(kind, momentum):

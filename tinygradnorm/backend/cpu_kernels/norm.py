@@ -889,7 +889,8 @@ class NormKernels(ArrayNorm):
         w = self._constant(1.0, n, x.dtype) if weight is None else _as(weight, x.dtype)
         b = self._constant(0.0, n, x.dtype) if bias is None else _as(bias, x.dtype)
         kernel = _frozen_forward if layout.kind == "channels" else _frozen_columns_forward
-        kernel(xv, running_mean, running_var, w, b, float(eps), y, mean, inv_std)
+        # NOTE: a float16 module's running statistics are float16; its input and parameters arrive in float32
+        kernel(xv, _as(running_mean, x.dtype), _as(running_var, x.dtype), w, b, float(eps), y, mean, inv_std)
         return y.reshape(x.shape), mean.reshape(param_shape), inv_std.reshape(param_shape)
 
     def frozen_backward(self, x, gy, mean, inv_std, weight, param_shape, need_weight, need_bias):

@@ -8,11 +8,13 @@ storing the unbiased batch variance while normalizing with the biased one.
 import math
 import operator
 
+from ...autograd.grad_mode import _state
 from ...ops.inplace import bump_version
 from ...dtypes import float32
 from ...tensor import Tensor
 from . import composite
-from .fused import FrozenStandardize, LocalResponseNormalize, RMSNormalize, Standardize
+from .fused import (FrozenStandardize, LocalResponseNormalize, RMSNormalize, Standardize, frozen_arrays,
+                    standardize_arrays)
 
 IMPLS = ("fused", "composite")
 
@@ -76,9 +78,25 @@ def _standardize(impl, x, weight, bias, axes, eps, shape, view=None, on_stats=No
         if on_stats is not None:
             on_stats(mean, var, m)
         return y if view is None else y.reshape(x.shape)
+    if not _records(x, weight, bias):
+        y = standardize_arrays(x._device.backend, x.data, _data(weight), _data(bias), axes, eps, shape, view,
+                               on_stats)[0]
+        return Tensor._wrap(y, x._device, False, None)
     params = [p for p in (weight, bias) if p is not None]
     return Standardize.apply(x, *params, axes=axes, eps=eps, has_weight=weight is not None, has_bias=bias is not None,
                              param_shape=shape, view=view, on_stats=on_stats)
+
+
+def _records(x, weight, bias):
+    """Whether an op on these inputs records a graph (Function.apply's test). Where none is recorded, the fused
+    layers run their array forward with no Function: the same result, without the per-call cost of one."""
+    return (_state.grad_enabled and not _state.inference
+            and (x.requires_grad or weight is not None and weight.requires_grad
+                 or bias is not None and bias.requires_grad))
+
+
+def _data(t):
+    return None if t is None else t.data
 
 
 def _affine_only(x, weight, bias):
@@ -94,6 +112,9 @@ def _frozen(impl, x, weight, bias, mean, var, eps, shape):
         return composite.frozen_standardize(x, _as_param(weight, shape), _as_param(bias, shape),
                                             Tensor(mean.reshape(shape), device=x.device),
                                             Tensor(var.reshape(shape), device=x.device), eps)
+    if not _records(x, weight, bias):
+        y = frozen_arrays(x._device.backend, x.data, _data(weight), _data(bias), mean, var, eps, shape)[0]
+        return Tensor._wrap(y, x._device, False, None)
     params = [p for p in (weight, bias) if p is not None]
     return FrozenStandardize.apply(x, *params, mean=mean, var=var, eps=eps, has_weight=weight is not None,
                                    has_bias=bias is not None, param_shape=shape)
@@ -107,6 +128,23 @@ def _update_running(running, batch, momentum):
     data *= 1 - momentum
     data += momentum * batch.astype(data.dtype, copy=False)
     bump_version(running, "batch_norm")
+
+
+def _plain_channel_call(x, eps, impl, *params):
+    """True for the common call every check of batch_norm, instance_norm and group_norm on their channels would
+    pass: a floating-point Tensor of at least 2 dims, each of ``params`` None or a vector of x's channels in x's
+    dtype and on x's device, eps > 0. (One test instead of a dozen calls, as _plain_trailing_call.)"""
+    if type(x) is not Tensor or impl not in IMPLS:
+        return False
+    data = x.data
+    if data.dtype.kind != "f" or data.ndim < 2:
+        return False
+    channels, dtype, device = data.shape[1:2], data.dtype, x._device
+    for t in params:
+        if t is not None and (not isinstance(t, Tensor) or t.data.shape != channels or t.data.dtype != dtype
+                              or t._device is not device):
+            return False
+    return eps > 0
 
 
 def _channel_shape(x):
@@ -132,25 +170,30 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                *, impl="fused"):
     """Normalize each channel (dim 1) over the batch and every other dim, as torch.nn.functional.batch_norm."""
     name = "batch_norm"
-    _check_impl(impl)
-    if isinstance(input, Tensor) and input.data.ndim == 1 and input.data.size == 0:
-        return input.clone()               # PyTorch accepts an empty 1-D input (and only an empty one)
-    _check_tensor(name, input, 2)
-    if training and math.prod(input.shape[:1] + input.shape[2:]) == 1:      # (PyTorch checks this first)
+    plain = (running_mean is None) == (running_var is None) and _plain_channel_call(
+        input, eps, impl, weight, bias, running_mean, running_var)
+    if not plain:
+        _check_impl(impl)
+        if isinstance(input, Tensor) and input.data.ndim == 1 and input.data.size == 0:
+            return input.clone()           # PyTorch accepts an empty 1-D input (and only an empty one)
+        _check_tensor(name, input, 2)
+    shape = input.data.shape
+    if training and math.prod(shape[:1] + shape[2:]) == 1:                   # (PyTorch checks this first)
         raise ValueError(f"Expected more than 1 value per channel when training, got input size "
                          f"{tuple(input.shape)}")
     if not training and (running_mean is None or running_var is None):
         what = "running_mean" if running_mean is None else "running_var"
         raise RuntimeError(f"{name}: {what} must be defined in evaluation mode (training=False normalizes with the "
                            "running statistics); pass running_mean and running_var, or training=True")
-    _check_running(name, running_mean, running_var)
-    c = input.data.shape[1]
-    _check_vector(name, "running_mean", running_mean, c, input)
-    _check_vector(name, "running_var", running_var, c, input)
-    _check_vector(name, "weight", weight, c, input)
-    _check_vector(name, "bias", bias, c, input)
-    _check_dtypes(name, input, weight, bias, running_mean, running_var)
-    _check_eps(name, eps)                   # NOTE: in eval mode too: eps = 0 with a zero running_var divides by 0
+    c = shape[1]
+    if not plain:
+        _check_running(name, running_mean, running_var)
+        _check_vector(name, "running_mean", running_mean, c, input)
+        _check_vector(name, "running_var", running_var, c, input)
+        _check_vector(name, "weight", weight, c, input)
+        _check_vector(name, "bias", bias, c, input)
+        _check_dtypes(name, input, weight, bias, running_mean, running_var)
+        _check_eps(name, eps)               # NOTE: in eval mode too: eps = 0 with a zero running_var divides by 0
     shape = _channel_shape(input)
     if training:
         axes = (0,) + tuple(range(2, input.data.ndim))
@@ -283,25 +326,28 @@ def _plain_trailing_call(x, normalized_shape, weight, bias, eps, impl):
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fused"):
     """Normalize each sample's groups of channels (with their spatial dims), as torch.nn.functional.group_norm."""
     name = "group_norm"
-    _check_impl(impl)
-    _check_tensor(name, input, 2)
-    n, c = input.shape[:2]
+    plain = _plain_channel_call(input, eps, impl, weight, bias)
+    if not plain:
+        _check_impl(impl)
+        _check_tensor(name, input, 2)
+    n, c = input.data.shape[:2]
     if num_groups <= 0 or c % num_groups:
         raise ValueError(f"{name}: Expected number of channels in input to be divisible by num_groups, but got input "
                          f"of shape {tuple(input.shape)} and num_groups={num_groups}")
-    if n * (c // num_groups) * math.prod(input.shape[2:]) == 1:
+    if n * (c // num_groups) * math.prod(input.data.shape[2:]) == 1:
         # NOTE: PyTorch's check, kept for parity (and made before the others, as PyTorch does): it looks at
         # N * C/G * spatial, not at a group's size.
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(input.shape)}")
-    _check_vector(name, "weight", weight, c, input)
-    _check_vector(name, "bias", bias, c, input)
-    _check_dtypes(name, input, weight, bias)
-    _check_eps(name, eps)
-    if input.numel() == 0:
+    if not plain:
+        _check_vector(name, "weight", weight, c, input)
+        _check_vector(name, "bias", bias, c, input)
+        _check_dtypes(name, input, weight, bias)
+        _check_eps(name, eps)
+    if input.data.size == 0:
         return _affine_only(input, _as_param(weight, _channel_shape(input)), _as_param(bias, _channel_shape(input)))
     # NOTE: GroupNorm is a reshape plus the same standardization: (N, C, *) -> (N, G, C/G, S)
     # with statistics over (C/G, S), and weight/bias shaped (1, G, C/G, 1) to stay per channel.
-    grouped = (n, num_groups, c // num_groups, math.prod(input.shape[2:]))
+    grouped = (n, num_groups, c // num_groups, math.prod(input.data.shape[2:]))
     shape = (1, num_groups, c // num_groups, 1)
     return _standardize(impl, input, weight, bias, (2, 3), eps, shape, view=grouped)
 

@@ -57,17 +57,14 @@ class Standardize(Function):
     """
 
     def forward(self, x, *params, axes, eps, has_weight, has_bias, param_shape, view=None, on_stats=None):
-        xs = _acc(self.xp, x if view is None else x.reshape(view))
         weight = params[0] if has_weight else None
-        bias = params[-1] if has_bias else None
-        y, mean, var, inv_std = self.backend.norm.standardize_forward(xs, weight, bias, axes, eps, param_shape)
+        y, mean, inv_std = standardize_arrays(self.backend, x, weight, params[-1] if has_bias else None, axes, eps,
+                                              param_shape, view, on_stats)
         if True in self.needs_input_grad:       # what backward needs (nothing, when no graph is recorded)
             self.save_for_backward(x, weight, mean, inv_std)
             self.axes, self.eps, self.view, self.param_shape = axes, eps, view, param_shape
             self.has_bias, self.param_shapes = has_bias, [p.shape for p in params]
-        if on_stats is not None:
-            on_stats(mean.astype(xs.dtype), var.astype(xs.dtype), math.prod(xs.shape[a] for a in axes))
-        return (y if y.dtype == x.dtype else y.astype(x.dtype)).reshape(x.shape)
+        return y
 
     def backward(self, gy):
         x, weight, mean, inv_std = self._saved
@@ -96,6 +93,17 @@ class Standardize(Function):
         if self.has_bias:
             return gx, _flat(ggamma, self.param_shapes[0]), _flat(gbeta, self.param_shapes[-1])
         return gx, _flat(ggamma, self.param_shapes[0])
+
+
+def standardize_arrays(backend, x, weight, bias, axes, eps, param_shape, view=None, on_stats=None):
+    """Standardize's forward on arrays: (y in x's shape and dtype, mean, inv_std), by the backend's
+    standardize_forward. It is also the whole layer where no graph is recorded (functional.py calls it with no
+    Function: in eval mode and under no_grad, a small input pays mostly for per-call overhead)."""
+    xs = _acc(backend.xp, x if view is None else x.reshape(view))
+    y, mean, var, inv_std = backend.norm.standardize_forward(xs, weight, bias, axes, eps, param_shape)
+    if on_stats is not None:
+        on_stats(mean.astype(xs.dtype), var.astype(xs.dtype), math.prod(xs.shape[a] for a in axes))
+    return (y if y.dtype == x.dtype else y.astype(x.dtype)).reshape(x.shape), mean, inv_std
 
 
 def _standardize_grads(backend, x, gy, weight, mean, inv_std, axes, param_shape, view, needs):
@@ -236,13 +244,12 @@ class FrozenStandardize(Function):
 
     def forward(self, x, *params, mean, var, eps, has_weight, has_bias, param_shape):
         weight = params[0] if has_weight else None
-        bias = params[-1] if has_bias else None
-        y, mean, inv_std = self.backend.norm.frozen_forward(_acc(self.xp, x), mean, var, weight, bias, eps,
-                                                            param_shape)
+        y, mean, inv_std = frozen_arrays(self.backend, x, weight, params[-1] if has_bias else None, mean, var, eps,
+                                         param_shape)
         if True in self.needs_input_grad:
             self.save_for_backward(x, weight, mean, inv_std)
             self.param_shape, self.param_shapes, self.has_bias = param_shape, [p.shape for p in params], has_bias
-        return y.astype(x.dtype, copy=False)
+        return y
 
     def backward(self, gy):
         x, weight, mean, inv_std = self.saved
@@ -258,6 +265,13 @@ class FrozenStandardize(Function):
 
     _needs = Standardize._needs
     _per_input = Standardize._per_input
+
+
+def frozen_arrays(backend, x, weight, bias, mean, var, eps, param_shape):
+    """FrozenStandardize's forward on arrays: (y in x's dtype, mean, inv_std); the whole layer where no graph is
+    recorded, as standardize_arrays."""
+    y, mean, inv_std = backend.norm.frozen_forward(_acc(backend.xp, x), mean, var, weight, bias, eps, param_shape)
+    return y.astype(x.dtype, copy=False), mean, inv_std
 
 
 def _frozen_grads(backend, x, gy, weight, mean, inv_std, param_shape, needs):
