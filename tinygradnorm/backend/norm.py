@@ -1,12 +1,13 @@
 """The normalization maths on arrays: the one interface every backend gives the normalization layers.
 
-``backend.norm`` has six methods, the first-order forward and backward of the three normalizations
-(docs/normalization.md, sections 1-3):
+``backend.norm`` has the first-order forward and backward of the three normalizations
+(docs/normalization.md, sections 1-3), and the running statistics' update:
 
 - ``standardize_forward`` / ``standardize_backward``: x standardized over some axes, then a per-element
   affine (BatchNorm, InstanceNorm, LayerNorm, GroupNorm), in training mode;
 - ``frozen_forward`` / ``frozen_backward``: the same with given statistics (eval mode);
-- ``rms_forward`` / ``rms_backward``: RMSNorm.
+- ``rms_forward`` / ``rms_backward``: RMSNorm;
+- ``update_running``: running = (1 - momentum) running + momentum batch, in place.
 
 ``ArrayNorm`` below is the reference: the docs' formulas line by line, on NumPy or CuPy arrays (``xp``).
 CuPy runs it, and so does the CPU without Numba (or with TINYGRADNORM_JIT=0). The CPU's compiled kernels
@@ -126,6 +127,15 @@ class ArrayNorm:
             ws = w.reshape(param_shape).astype(dt, copy=False)
             ggy = xp.broadcast_to(ws, x.shape).copy() if ggy is None else ggy + ws
         return (gx if need[0] else None), (ggy if need[1] else None), gw
+
+    def update_running(self, running_mean, running_var, mean, var, momentum, unbias):
+        """The running statistics, in place, as PyTorch updates them: running = (1 - momentum) running +
+        momentum batch, where the batch's variance is var * unbias (unbias = m / (m - 1) makes the biased
+        variance unbiased). In float64, each result rounded once to the buffers' dtype. All four arrays are
+        flat, one value per channel."""
+        f64 = self.xp.float64
+        for running, batch in ((running_mean, mean), (running_var, var.astype(f64) * unbias)):
+            running[...] = (1 - momentum) * running.astype(f64) + momentum * batch.astype(f64).reshape(running.shape)
 
     # ---- eval mode: given statistics ------------------------------------------------------------------------
     def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, param_shape):

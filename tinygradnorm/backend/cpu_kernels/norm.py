@@ -254,6 +254,15 @@ def _columns_backward(x, gy, mean, inv_std, weight, gx, sum_gy, sum_gy_xhat):
                     gx[i, lo + s] = sc[s] * (gy[i, lo + s] - sg[s] / p) + a[s] * (x[i, lo + s] - mu[s])
 
 
+# ---- the running statistics ----------------------------------------------------------------------------
+@njit(nogil=True, cache=True, error_model="numpy")
+def _update_running(running_mean, running_var, mean, var, momentum, unbias):
+    """ArrayNorm.update_running's float64 arithmetic in the same order (no fastmath: the same bits)."""
+    for c in range(running_mean.shape[0]):
+        running_mean[c] = (1 - momentum) * np.float64(running_mean[c]) + momentum * mean[c]
+        running_var[c] = (1 - momentum) * np.float64(running_var[c]) + momentum * (var[c] * unbias)
+
+
 # ---- rows: (S, K), weight and bias per element of a row (LayerNorm) ------------------------------------
 @njit(inline="always", error_model="numpy")
 def _layer_norm_output(xv, centre, inv_t, shift, w, b):
@@ -874,6 +883,14 @@ class NormKernels(ArrayNorm):
                     part = part.reshape(-1, groups, k).sum(axis=0)
                 gw = _reduced(part, layout.sums_shape, param_shape, dt)
         return (gx.reshape(x.shape) if need[0] else None), (ggy.reshape(x.shape) if need[1] else None), gw
+
+    def update_running(self, running_mean, running_var, mean, var, momentum, unbias):
+        """As ArrayNorm.update_running, by a kernel: one call in place of the array code's eight small ones."""
+        if running_mean.dtype.itemsize < 4 or not running_mean.flags.c_contiguous or not \
+                running_var.flags.c_contiguous:
+            return super().update_running(running_mean, running_var, mean, var, momentum, unbias)
+        _update_running(running_mean, running_var, _as(mean, np.float64).reshape(-1), _as(var, np.float64).reshape(-1),
+                        float(momentum), float(unbias))
 
     def frozen_forward(self, x, running_mean, running_var, weight, bias, eps, param_shape):
         """(y, mean, inv_std) as ArrayNorm.frozen_forward gives them, by a kernel where the statistics' axes are one

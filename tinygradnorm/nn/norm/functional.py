@@ -64,7 +64,8 @@ def _check_eps(name, eps):
 
 def _standardize(impl, x, weight, bias, axes, eps, shape, view=None, on_stats=None):
     """y: x standardized over ``axes``, weight and bias flat, ``shape`` the shape that broadcasts them against x.
-    ``on_stats(mean, biased var, m)``, when given, gets the batch's statistics as arrays and the count m of each
+    ``on_stats(mean, biased var, m)``, when given, gets the batch's statistics as arrays (float64 from the fused
+    layer, x's dtype from the composite one) and the count m of each
     (to update running statistics: inside the forward, as PyTorch's kernel does, with no Tensors made for them).
 
     An empty x gives an empty y (as in PyTorch), with no statistics (on_stats is not called) and zero gradients for
@@ -120,14 +121,15 @@ def _frozen(impl, x, weight, bias, mean, var, eps, shape):
                                    has_bias=bias is not None, param_shape=shape)
 
 
-def _update_running(running, batch, momentum):
-    """running = (1 - momentum) * running + momentum * batch, in place and outside the graph."""
+def _update_running(running_mean, running_var, mean, var, momentum, unbias=1.0):
+    """running = (1 - momentum) * running + momentum * batch for both buffers, in place and outside the graph
+    (backend.norm.update_running); the batch's variance is var * unbias. mean and var are flat arrays."""
     # NOTE: on the arrays directly, as torch does in its kernel: a buffer is no leaf that requires grad, and
     # the version bump tells any graph that saved the old value.
-    data = running.data
-    data *= 1 - momentum
-    data += momentum * batch.astype(data.dtype, copy=False)
-    bump_version(running, "batch_norm")
+    running_mean._device.backend.norm.update_running(running_mean.data, running_var.data, mean, var, momentum,
+                                                     unbias)
+    bump_version(running_mean, "batch_norm")
+    bump_version(running_var, "batch_norm")
 
 
 def _plain_channel_call(x, eps, impl, *params):
@@ -198,8 +200,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if training:
         axes = (0,) + tuple(range(2, input.data.ndim))
         def update(mean, var, m):
-            _update_running(running_mean, mean.reshape(c), momentum)
-            _update_running(running_var, var.reshape(c) * (m / (m - 1)), momentum)
+            _update_running(running_mean, running_var, mean.reshape(c), var.reshape(c), momentum, m / (m - 1))
         return _standardize(impl, input, weight, bias, axes, eps, shape,
                             on_stats=update if running_mean is not None else None)
     return _frozen(impl, input, weight, bias, running_mean.data, running_var.data, eps, shape)
@@ -230,8 +231,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     shape = _channel_shape(input)
     if use_input_stats:
         def update(mean, var, m):
-            _update_running(running_mean, mean.reshape(n, c).mean(axis=0), momentum)
-            _update_running(running_var, (var.reshape(n, c) * (m / (m - 1))).mean(axis=0), momentum)
+            _update_running(running_mean, running_var, mean.reshape(n, c).mean(axis=0),
+                            var.reshape(n, c).mean(axis=0), momentum, m / (m - 1))
         # NOTE: with no instances (N = 0) PyTorch averages nothing and sets the running statistics to nan;
         # here they keep their values (an empty input has no statistics: update is not called).
         return _standardize(impl, input, weight, bias, tuple(range(2, input.ndim)), eps, shape,

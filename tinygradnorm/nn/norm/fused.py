@@ -102,7 +102,7 @@ def standardize_arrays(backend, x, weight, bias, axes, eps, param_shape, view=No
     xs = _acc(backend.xp, x if view is None else x.reshape(view))
     y, mean, var, inv_std = backend.norm.standardize_forward(xs, weight, bias, axes, eps, param_shape)
     if on_stats is not None:
-        on_stats(mean.astype(xs.dtype), var.astype(xs.dtype), math.prod(xs.shape[a] for a in axes))
+        on_stats(mean, var, math.prod(xs.shape[a] for a in axes))
     return (y if y.dtype == x.dtype else y.astype(x.dtype)).reshape(x.shape), mean, inv_std
 
 

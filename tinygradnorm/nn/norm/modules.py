@@ -116,7 +116,8 @@ class _BatchNorm(_NormBase):
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             count = _attr(self, "_buffers", "num_batches_tracked")
-            count.data[...] += 1                # in place, as torch's add_(1): a buffer, outside any graph
+            data = count.data                   # in place, as torch's add_(1): a buffer, outside any graph
+            data[()] = data[()] + 1             # (as a scalar: 0.3 against 2.3 us for data += 1 on a 0-d array)
             bump_version(count, "add_")
             if self.momentum is None:
                 factor = 1.0 / float(count.item())       # cumulative moving average

@@ -168,8 +168,7 @@ class SyncBatchNorm(_BatchNorm):
         y, mean, var_unbiased = SyncStandardize.apply(input, *params, eps=self.eps, has_weight=weight is not None,
                                                       has_bias=bias is not None, param_shape=shape)
         if self.track_running_stats:
-            _update_running(running_mean, mean.data, factor)
-            _update_running(running_var, var_unbiased.data, factor)
+            _update_running(running_mean, running_var, mean.data, var_unbiased.data, factor)
         return y
 
     @classmethod
