@@ -1,7 +1,7 @@
 """This engine against an earlier commit's, in one process, on the first-order steps of
 benchmarks/norm_layers.py, with torch's for reference.
 
-Usage: python benchmarks/engine_ab.py --against 20c421d [--rounds 7] [--repeat 7] [--only BatchNorm1d]
+Usage: python benchmarks/engine_ab.py --against 20c421d [--rounds 9] [--repeat 7] [--only BatchNorm1d]
                                       [--mode train|eval|both]
 
 Run from a git checkout. The earlier commit's package is taken out with ``git archive`` into a folder
@@ -78,7 +78,7 @@ def step(lib, make, shape, mode, xa, ga):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--against", required=True, help="the earlier commit")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=9, help="a multiple of 3 gives each one each place equally often")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--only", default="", help="run only the layers whose name contains this")
     ap.add_argument("--mode", choices=["train", "eval", "both"], default="both")
