@@ -24,11 +24,10 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 
 import tinygradnorm
-from norm_layers import CASES
-from timing import aligned, time_ms
+from norm_layers import CASES, call, inputs
+from timing import time_ms
 
 
 def earlier_package(commit):
@@ -52,29 +51,6 @@ def _made(path):
     return path
 
 
-def step(lib, make, shape, mode, xa, ga):
-    """One call of the layer in ``mode`` for ``lib`` (either engine or torch), as an argument-less function."""
-    is_torch = lib.__name__ == "torch"
-    layer = make(lib.nn)
-    x = lib.tensor(xa, requires_grad=(mode == "train"))
-    gy = lib.tensor(ga)
-    for _ in range(3):                     # running statistics that are not the initial ones, for eval
-        layer(lib.tensor(xa))
-    if mode == "train":
-        def run():
-            x.grad = None
-            layer.zero_grad()
-            layer(x).backward(gy)
-        return run
-    layer.eval()
-    no_grad = lib.no_grad
-
-    def run():
-        with no_grad():
-            layer(x)
-    return run
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--against", required=True, help="the earlier commit")
@@ -95,11 +71,9 @@ def main():
     for name, make, shape in CASES:
         if args.only not in name:
             continue
-        rng = np.random.default_rng(0)
-        xa = aligned((rng.standard_normal(shape) * 2 + 0.5).astype(np.float32))
-        ga = aligned(rng.standard_normal(shape).astype(np.float32))
+        xa, ga = inputs(shape)
         for mode in modes:
-            runs = [step(lib, make, shape, mode, xa, ga) for lib in (tinygradnorm, before, torch)]
+            runs = [call(lib, make(lib.nn), xa, ga, mode) for lib in (tinygradnorm, before, torch)]
             times = [[], [], []]
             for r in range(args.rounds):
                 for i in range(3):              # each round in another order: none always follows torch's threads

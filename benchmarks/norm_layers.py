@@ -38,40 +38,40 @@ CASES = [
 
 def steps(make, shape, mode, torch, impl="fused", align=True):
     """One call of the layer in ``mode`` for each library: (ours, torch's) as argument-less functions."""
+    xa, ga = inputs(shape, align)
+    layer = make(nn) if impl == "fused" else _with_impl(make(nn), impl)
+    return call(tg, layer, xa, ga, mode), call(torch, make(torch.nn), xa, ga, mode)
+
+
+def inputs(shape, align=True):
+    """The input and the output gradient every library gets, float32 (on a 64-byte boundary unless not align)."""
     rng = np.random.default_rng(0)
     xa = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
     ga = rng.standard_normal(shape).astype(np.float32)
-    if align:
-        xa, ga = aligned(xa), aligned(ga)
-    layer = make(nn) if impl == "fused" else _with_impl(make(nn), impl)
-    x, gy = tg.Tensor(xa, requires_grad=(mode == "train")), tg.Tensor(ga)
-    tlayer = make(torch.nn)
-    tx, tgy = torch.tensor(xa, requires_grad=(mode == "train")), torch.tensor(ga)
+    return (aligned(xa), aligned(ga)) if align else (xa, ga)
+
+
+def call(lib, layer, xa, ga, mode):
+    """One call of ``layer``, a module of ``lib`` (torch, or tinygradnorm in this or another version), in ``mode``,
+    as an argument-less function. Our Tensors take the arrays as they are (their alignment too); torch copies them
+    into its own memory, which starts on a 64-byte boundary."""
+    wrap = lib.tensor if lib.__name__ == "torch" else lib.Tensor
+    x, gy = wrap(xa, requires_grad=(mode == "train")), wrap(ga)
     for _ in range(3):                     # running statistics that are not the initial ones, for eval
-        layer(tg.Tensor(xa))
-        tlayer(torch.tensor(xa))
+        layer(wrap(xa))
     if mode == "train":
-        def ours():
+        def run():
             x.grad = None
             layer.zero_grad()
             layer(x).backward(gy)
-
-        def theirs():
-            tx.grad = None
-            tlayer.zero_grad()
-            tlayer(tx).backward(tgy)
-        return ours, theirs
+        return run
     layer.eval()
-    tlayer.eval()
+    no_grad = lib.no_grad
 
-    def ours():
-        with tg.no_grad():
+    def run():
+        with no_grad():
             layer(x)
-
-    def theirs():
-        with torch.no_grad():
-            tlayer(tx)
-    return ours, theirs
+    return run
 
 
 def _with_impl(layer, impl):

@@ -24,7 +24,7 @@ output each input was), or, for a leaf, to the leaf tensor itself; never through
 between. So when an in-place op gives a tensor a new grad_fn, what earlier uses of that tensor
 differentiate is unchanged.
 """
-from .grad_mode import _state, is_grad_enabled, no_grad
+from .grad_mode import _state, is_grad_enabled, is_recording, no_grad
 
 
 class _Version:
@@ -153,8 +153,7 @@ class Function:
         fn.device = dev
         fn.backend = backend = dev.backend
         fn.xp = xp = backend.xp
-        state = _state
-        record = state.grad_enabled and not state.inference and True in needs
+        record = True in needs and is_recording()
         fn.needs_input_grad = tuple(needs) if record else (False,) * len(needs)
         data = fn.forward(*arrays, **kwargs)
         if type(data) is tuple:

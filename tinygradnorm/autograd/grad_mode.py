@@ -21,6 +21,12 @@ def is_grad_enabled():
     return _state.grad_enabled
 
 
+def is_recording():
+    """Whether an op on inputs that require grad records the graph (in this thread): grad mode on and inference mode
+    off."""
+    return _state.grad_enabled and not _state.inference
+
+
 def is_inference_mode_enabled():
     """Whether this thread is inside ``inference_mode``."""
     return _state.inference

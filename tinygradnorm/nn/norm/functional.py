@@ -8,7 +8,7 @@ storing the unbiased batch variance while normalizing with the biased one.
 import math
 import operator
 
-from ...autograd.grad_mode import _state
+from ...autograd.grad_mode import is_recording
 from ...ops.inplace import bump_version
 from ...dtypes import float32
 from ...tensor import Tensor
@@ -91,9 +91,8 @@ def _standardize(impl, x, weight, bias, axes, eps, shape, view=None, on_stats=No
 def _records(x, weight, bias):
     """Whether an op on these inputs records a graph (Function.apply's test). Where none is recorded, the fused
     layers run their array forward with no Function: the same result, without the per-call cost of one."""
-    return (_state.grad_enabled and not _state.inference
-            and (x.requires_grad or weight is not None and weight.requires_grad
-                 or bias is not None and bias.requires_grad))
+    return ((x.requires_grad or weight is not None and weight.requires_grad
+             or bias is not None and bias.requires_grad) and is_recording())
 
 
 def _data(t):
@@ -141,12 +140,7 @@ def _plain_channel_call(x, eps, impl, *params):
     data = x.data
     if data.dtype.kind != "f" or data.ndim < 2:
         return False
-    channels, dtype, device = data.shape[1:2], data.dtype, x._device
-    for t in params:
-        if t is not None and (not isinstance(t, Tensor) or t.data.shape != channels or t.data.dtype != dtype
-                              or t._device is not device):
-            return False
-    return eps > 0
+    return _params_fit(x, data.shape[1:2], params) and eps > 0
 
 
 def _channel_shape(x):
@@ -317,11 +311,19 @@ def _plain_trailing_call(x, normalized_shape, weight, bias, eps, impl):
     k = len(normalized_shape)
     if data.dtype.kind != "f" or data.shape[len(data.shape) - k:] != normalized_shape:     # (shorter when ndim < k)
         return False
-    for t in (weight, bias):
-        if t is not None and (not isinstance(t, Tensor) or t.data.shape != normalized_shape
-                              or t.data.dtype != data.dtype or t._device is not x._device):
+    return (_params_fit(x, normalized_shape, (weight, bias)) and all(type(n) is int for n in normalized_shape)
+            and eps > 0)
+
+
+def _params_fit(x, shape, params):
+    """Whether each of params is None or a Tensor of ``shape`` in x's dtype and on x's device (the plain calls'
+    test of their parameters)."""
+    dtype, device = x.data.dtype, x._device
+    for t in params:
+        if t is not None and (not isinstance(t, Tensor) or t.data.shape != shape or t.data.dtype != dtype
+                              or t._device is not device):
             return False
-    return all(type(n) is int for n in normalized_shape) and eps > 0
+    return True
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5, *, impl="fused"):
