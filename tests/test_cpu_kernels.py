@@ -410,3 +410,113 @@ def test_the_compiled_kernels_put_blas_on_one_thread_and_only_they_do(jit):
     if jit == "1" and KERNELS is None:
         pytest.skip("no compiled CPU kernels")
     assert out.split() == (["[1]", "True"] if jit == "1" else ["[2]", "False"]), out
+
+
+# ---- convolution: the direct tiles (conv_direct.py) ----------------------------------------------------------------
+# (x shape, weight shape, kwargs): output channels per group below, at and past a tile's 16, groups, strides,
+# dilation, padding, 1-D and 3-D, positions and taps not a multiple of a tile's columns, an empty batch
+TILED = [
+    ((3, 5, 9, 7), (21, 5, 3, 2), dict(padding=(1, 0), stride=(2, 1), dilation=(1, 2))),
+    ((3, 6, 9, 7), (34, 3, 3, 2), dict(padding=(2, 1), groups=2)),
+    ((2, 4, 6, 6), (16, 4, 3, 3), dict(padding=1)),
+    ((2, 3, 5, 5), (5, 3, 3, 3), dict()),
+    ((2, 3, 13), (17, 3, 4), dict(stride=3, padding=2, dilation=2)),
+    ((2, 2, 4, 5, 4), (18, 2, 3, 2, 3), dict(padding=(1, 0, 1), stride=(1, 2, 1))),
+    ((0, 3, 5, 5), (16, 3, 3, 3), dict()),
+]
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def tiles(monkeypatch, request):
+    """The direct tiles, of each ISA's shape (both run on any x86 CPU), for every convolution they can run
+    (whatever the dtype); counts their calls."""
+    from tinygradnorm.backend.cpu_kernels import conv_direct
+    monkeypatch.setattr(conv_direct, "MODE", "1")
+    monkeypatch.setattr(conv_direct, "isa", lambda: request.param)
+    calls = {"conv_forward_direct": 0, "conv_weight_grad_direct": 0}
+    for name in calls:
+        def counted(*args, _fn=getattr(conv_direct, name), _name=name):
+            calls[_name] += 1
+            return _fn(*args)
+        monkeypatch.setattr(conv_direct, name, counted)
+    return calls
+
+
+def _conv_run(fn, arrays, kw, gy0=None, dtype=np.float64):
+    """y and the gradients of x, w (and b) of F.<fn>, as arrays, and the gy used."""
+    ts = [tg.tensor(np.asarray(a, dtype=dtype), requires_grad=True) for a in arrays]
+    y = getattr(F, fn)(*ts, **kw)
+    gy0 = R.standard_normal(y.shape) if gy0 is None else gy0
+    y.backward(tg.tensor(np.asarray(gy0, dtype=dtype)))
+    return [y.numpy()] + [t.grad.numpy() for t in ts], gy0
+
+
+@needs_kernels
+@pytest.mark.parametrize("x_shape, w_shape, kw", TILED)
+def test_direct_tiles_match_numpy_path(monkeypatch, tiles, x_shape, w_shape, kw):
+    arrays = [R.standard_normal(x_shape), R.standard_normal(w_shape), R.standard_normal(w_shape[0])]
+    fn = f"conv{len(x_shape) - 2}d"
+    gy = []
+
+    def run():
+        out, g = _conv_run(fn, arrays, kw, gy[0] if gy else None)
+        gy.append(g)
+        return out
+
+    compiled, numpy_only = _both_paths(monkeypatch, run)
+    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1}
+    for name, a, b in zip(("y", "gx", "gw", "gb"), compiled, numpy_only):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@needs_kernels
+@pytest.mark.parametrize("fn, x_shape, w_shape, kw", TRANSPOSED_BACKWARD[:2])
+def test_transposed_conv_backward_from_the_tiles_matches_numpy_path(monkeypatch, tiles, fn, x_shape, w_shape, kw):
+    """A transposed convolution's backward runs the tiles' forward and weight gradient in place of its one pass."""
+    arrays = [R.standard_normal(x_shape), R.standard_normal(w_shape)]
+    gy = []
+
+    def run():
+        out, g = _conv_run(fn, arrays, kw, gy[0] if gy else None)
+        gy.append(g)
+        return out
+
+    compiled, numpy_only = _both_paths(monkeypatch, run)
+    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1}
+    for name, a, b in zip(("y", "gx", "gw"), compiled, numpy_only):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@needs_kernels
+def test_direct_tiles_match_torch_in_float32(torch, tiles):
+    """LeNet's second convolution and a padded 3x3 one of 32 channels, float32, against torch's."""
+    for x_shape, w_shape, kw in (((16, 6, 12, 12), (16, 6, 5, 5), {}), ((4, 32, 14, 14), (32, 32, 3, 3), dict(padding=1))):
+        arrays = [R.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1])]
+        ours, gy = _conv_run("conv2d", arrays, kw, dtype=np.float32)
+        ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+        ty = torch.nn.functional.conv2d(*ts, **kw)
+        ty.backward(torch.tensor(np.asarray(gy, dtype=np.float32)))
+        for name, a, b in zip(("y", "gx", "gw", "gb"), ours, [ty] + [t.grad for t in ts]):
+            b = b.detach().numpy()
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max(), err_msg=name)
+
+
+@needs_kernels
+def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles):
+    x = R.standard_normal((6, 5, 9, 8)).astype(np.float32)
+    w = R.standard_normal((20, 5, 3, 3)).astype(np.float32)
+    gy = R.standard_normal((6, 20, 7, 6)).astype(np.float32)
+    seen = set()
+    for k in (1, 2, 3):
+        monkeypatch.setattr(BACKEND, "threads", k)
+        out, _ = _conv_run("conv2d", [x, w], {}, gy, dtype=np.float32)
+        seen.add(b"".join(a.tobytes() for a in out))
+    assert len(seen) == 1 and tiles["conv_forward_direct"] == 3
+
+
+def test_the_written_out_tiles_are_current():
+    """_conv_tiles.py is what conv_direct.py writes (python -m tinygradnorm.backend.cpu_kernels.conv_direct)."""
+    pytest.importorskip("numba")
+    from tinygradnorm.backend.cpu_kernels import conv_direct
+    with open(conv_direct.TILES_PATH) as f:
+        assert f.read() == conv_direct.tiles_module()

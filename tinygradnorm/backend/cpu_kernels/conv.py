@@ -1,5 +1,6 @@
 """Convolution on the CPU: im2col, the GEMMs (NumPy's BLAS) and col2im, a cache-sized chunk of samples
-at a time, the chunks spread over the backend's thread pool; and a direct kernel for depthwise convolution.
+at a time, the chunks spread over the backend's thread pool; a direct kernel for depthwise convolution; and, where
+they win, the register tiles of conv_direct.py for the forward and the weight's gradient.
 The kernels take 3-D convolutions; a 1-D or 2-D one comes as a 3-D one with a depth (and height) of 1.
 
 NOTE: depthwise (one input channel per group, C/G = 1) has no GEMM worth the name: each group's product is
@@ -12,6 +13,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from . import conv_direct
 from ._jit import pjit
 
 
@@ -39,6 +41,9 @@ class ConvKernels:
             _depthwise_forward(x.reshape(-1), w.reshape(-1), _or_empty(b, x.dtype), b is not None, y.reshape(-1),
                                *_depthwise_dims(x.shape, w.shape, out, stride, padding, dilation))
             return y
+        if conv_direct.runs(x.dtype, o // groups, w.shape[2:]):
+            self.thread_count()
+            return conv_direct.conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, self.empty)
         w3 = w.reshape(groups, o // groups, -1)
         k = w3.shape[2]
         y = self.empty((n, o, out[0] * out[1] * out[2]), x.dtype)
@@ -60,12 +65,21 @@ class ConvKernels:
         if _is_depthwise(x, w, groups, padding):
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
+        if need_gw and conv_direct.runs(x.dtype, w.shape[0] // groups, w.shape[2:]):
+            # the weight's gradient from the tiles; the input's as below, with no im2col (its columns are W^T gy)
+            gy = np.ascontiguousarray(gy)
+            self.thread_count()
+            gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups)
+            gx = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, True, False,
+                                    False)[1] if need_gx else None
+            return gx, gw, (gy.sum(axis=(0, 2, 3, 4)) if need_gb else None)
         return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw, need_gb)[1:]
 
     def conv_and_weight_grad(self, x, w, gy, stride, padding, dilation, groups):
         """(y, gw): conv_forward(x, w) and conv_backward's gw for gy (whose spatial shape is y's), from one im2col
-        of x per chunk. A transposed convolution's backward needs both, of the same x (its output's gradient)."""
-        if _is_depthwise(x, w, groups, padding):
+        of x per chunk (or each from the direct tiles, where they run). A transposed convolution's backward needs
+        both, of the same x (its output's gradient)."""
+        if _is_depthwise(x, w, groups, padding) or conv_direct.runs(x.dtype, w.shape[0] // groups, w.shape[2:]):
             return (self.conv_forward(x, w, None, stride, padding, dilation, gy.shape[2:], groups),
                     self.conv_backward(x, w, gy, stride, padding, dilation, groups, False, True, False)[1])
         y, _, gw, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, True, False, True, False)
