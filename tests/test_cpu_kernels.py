@@ -464,7 +464,12 @@ def test_direct_tiles_match_numpy_path(monkeypatch, tiles, x_shape, w_shape, kw)
         return out
 
     compiled, numpy_only = _both_paths(monkeypatch, run)
-    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1}
+    # the forward, and the input's gradient where the stride is 1 and gy's padding d(k - 1) - p is not negative
+    spatial = len(x_shape) - 2
+    per_dim = [np.broadcast_to(kw.get(key, default), spatial) for key, default in
+               (("stride", 1), ("padding", 0), ("dilation", 1))]
+    input_grad = all(s == 1 and p <= d * (k - 1) for s, p, d, k in zip(*per_dim, w_shape[2:]))
+    assert tiles == {"conv_forward_direct": 1 + input_grad, "conv_weight_grad_direct": 1}
     for name, a, b in zip(("y", "gx", "gw", "gb"), compiled, numpy_only):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
 
@@ -511,7 +516,7 @@ def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles)
         monkeypatch.setattr(BACKEND, "threads", k)
         out, _ = _conv_run("conv2d", [x, w], {}, gy, dtype=np.float32)
         seen.add(b"".join(a.tobytes() for a in out))
-    assert len(seen) == 1 and tiles["conv_forward_direct"] == 3
+    assert len(seen) == 1 and tiles == {"conv_forward_direct": 6, "conv_weight_grad_direct": 3}     # y and gx
 
 
 def test_the_written_out_tiles_are_current():

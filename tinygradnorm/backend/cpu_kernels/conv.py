@@ -43,7 +43,8 @@ class ConvKernels:
             return y
         if conv_direct.runs(x.dtype, o // groups, w.shape[2:]):
             self.thread_count()
-            return conv_direct.conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, self.empty)
+            return conv_direct.conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, self.empty,
+                                                   self.scratch)
         w3 = w.reshape(groups, o // groups, -1)
         k = w3.shape[2]
         y = self.empty((n, o, out[0] * out[1] * out[2]), x.dtype)
@@ -65,15 +66,35 @@ class ConvKernels:
         if _is_depthwise(x, w, groups, padding):
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
-        if need_gw and conv_direct.runs(x.dtype, w.shape[0] // groups, w.shape[2:]):
-            # the weight's gradient from the tiles; the input's as below, with no im2col (its columns are W^T gy)
-            gy = np.ascontiguousarray(gy)
-            self.thread_count()
-            gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups)
-            gx = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, True, False,
-                                    False)[1] if need_gx else None
-            return gx, gw, (gy.sum(axis=(0, 2, 3, 4)) if need_gb else None)
-        return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw, need_gb)[1:]
+        direct_gw = need_gw and conv_direct.runs(x.dtype, w.shape[0] // groups, w.shape[2:])
+        direct_gx = need_gx and _direct_input_grad(x, w, stride, padding, dilation)
+        if not (direct_gw or direct_gx):
+            return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw,
+                                      need_gb)[1:]
+        # the tiles for the weight's gradient and (stride 1) the input's; the chunks, with no im2col where only the
+        # input's gradient is left to them (its columns are W^T gy), for the rest
+        gy = np.ascontiguousarray(gy)
+        self.thread_count()
+        gw = gx = None
+        if direct_gw:
+            gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.scratch)
+        if direct_gx:
+            gx = self._input_grad_direct(x.shape, w, gy, padding, dilation, groups)
+        if (need_gx and not direct_gx) or (need_gw and not direct_gw):
+            _, gx_, gw_, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False,
+                                                need_gx and not direct_gx, need_gw and not direct_gw, False)
+            gx, gw = (gx if direct_gx else gx_), (gw if direct_gw else gw_)
+        return gx, gw, (gy.sum(axis=(0, 2, 3, 4)) if need_gb else None)
+
+    def _input_grad_direct(self, x_shape, w, gy, padding, dilation, groups):
+        """gx of a stride-1 convolution: the convolution of gy, padded by d(k - 1) - p, with each group's w
+        flipped along every spatial axis and its two channel axes swapped."""
+        o, cg = w.shape[:2]
+        flipped = w.reshape((groups, o // groups, cg) + w.shape[2:]).swapaxes(1, 2)[..., ::-1, ::-1, ::-1]
+        flipped = np.ascontiguousarray(flipped).reshape((groups * cg, o // groups) + w.shape[2:])
+        pad = tuple(d * (k - 1) - p for k, p, d in zip(w.shape[2:], padding, dilation))
+        return conv_direct.conv_forward_direct(gy, flipped, None, (1, 1, 1), pad, dilation, x_shape[2:], groups,
+                                               self.empty, self.scratch)
 
     def conv_and_weight_grad(self, x, w, gy, stride, padding, dilation, groups):
         """(y, gw): conv_forward(x, w) and conv_backward's gw for gy (whose spatial shape is y's), from one im2col
@@ -177,6 +198,13 @@ class _ConvChunks:
         if build:
             _im2col(self.x, cols.reshape((n1 - n0, self.x.shape[1], -1) + self.out), n0, *self.geom)
         return n0, n1, cols
+
+
+def _direct_input_grad(x, w, stride, padding, dilation):
+    """Whether gx runs on the tiles: stride 1, a padding of at most d(k - 1) (gy's own is d(k - 1) - p), and the
+    tiles' case for the C/G output channels of that convolution."""
+    return (all(s == 1 for s in stride) and all(p <= d * (k - 1) for k, p, d in zip(w.shape[2:], padding, dilation))
+            and conv_direct.runs(x.dtype, w.shape[1], w.shape[2:]))
 
 
 def _in_order(parts, shape):

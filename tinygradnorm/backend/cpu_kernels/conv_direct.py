@@ -34,9 +34,12 @@ import os
 import llvmlite.binding
 import numba
 import numpy as np
+from numba import prange
 from numba.core.compiler_lock import global_compiler_lock
 
 from ._jit import pjit
+
+U = np.uint64
 
 LANES = 16                 # output channels per tile: one AVX-512 register of float32, two of AVX2
 COLUMNS = {"avx512": 14, "avx2": 6}      # columns per tile: 14 of the 32 AVX-512 registers, 12 of the 16 AVX2
@@ -76,12 +79,13 @@ def slp_pjit(fn):
 
 
 # NOTE: where the tiles run, measured on a 2-core AMD EPYC (Zen 4, AVX-512) against the im2col + GEMM path and
-# torch, float32, benchmarks/conv.py's shapes (forward, and the weight's gradient, in ms, GEMM path -> tiles):
-# LeNet's conv2 2.19 -> 0.68 and 2.28 -> 0.87; 3x3 same 4.05 -> 3.52 and 4.89 -> 3.63; dilated 4.03 -> 3.11 and
-# 4.99 -> 3.65; the 7x7 stem 4.47 -> 3.61; 3-D 2.80 -> 1.55 and 2.26 -> 2.05. The GEMM won where a group has
-# fewer than 16 output channels (most of each tile wasted: grouped g=4, 1.48 -> 1.86), for a 1x1 kernel (whose
-# columns are the input itself: 1.77 -> 3.06) and in 1-D (0.73 -> 0.81; one row, short of taps). The input's
-# gradient stays im2col's adjoint (as a direct convolution of gy it ran 3.41 -> 5.20 for 3x3 same).
+# torch, float32, benchmarks/conv.py's shapes, in ms, GEMM path -> tiles. Forward: LeNet's conv2 2.19 -> 0.68,
+# 3x3 same 4.05 -> 3.52, dilated 4.03 -> 3.11, the 7x7 stem 4.47 -> 3.61, 3-D 2.80 -> 1.55. Weight gradient:
+# 2.28 -> 0.87, 4.89 -> 3.63, 4.99 -> 3.65, 3-D 2.26 -> 2.05. Input gradient (stride 1, as the convolution of gy
+# with the flipped weights): 3x3 same 4.10 -> 3.15, dilated 4.00 -> 3.29. The GEMM won where a group has fewer
+# than 16 output channels (most of each tile wasted: grouped g=4 forward 1.48 -> 1.86, LeNet's conv2's input
+# gradient, 6 channels, 1.38 -> 3.33), for a 1x1 kernel (whose columns are the input itself: 1.77 -> 3.06) and in
+# 1-D (0.73 -> 0.81; one row, short of taps).
 MODE = os.environ.get("TINYGRADNORM_CONV_DIRECT", "auto")       # "auto", "1" (wherever they can) or "0" (never)
 
 
@@ -115,15 +119,51 @@ class _Geometry:
         self.n, self.c, self.o, self.groups = n, c, o, groups
         self.og = o // groups
 
-    def padded(self, x):
-        """x zero padded, flat: a copy where there is padding, x itself where there is none."""
+    def padded(self, x, scratch):
+        """x zero padded, flat: in a scratch array where there is padding, x itself where there is none."""
         pd, ph, pw = self.padding
         if not (pd or ph or pw):
             return x.reshape(-1)
         n, c, d, h, w = x.shape
-        xp = np.zeros((n, c, self.dp, self.hp, self.wp), dtype=x.dtype)
-        xp[:, :, pd:pd + d, ph:ph + h, pw:pw + w] = x
-        return xp.reshape(-1)
+        xp = scratch("tiles_x", (n * c * self.chan,), x.dtype)
+        _pad(x.reshape(-1), xp, n * c, d, h, w, pd, ph, pw, self.hp, self.wp)
+        return xp
+
+
+@pjit
+def _pad(x, xp, planes, d, h, w, pd, ph, pw, hp, wp):
+    """xp[plane, e, r, u] = x[plane, e - pd, r - ph, u - pw], zero outside x (planes of (d + 2pd, hp, wp))."""
+    dp = d + 2 * pd
+    for p in prange(planes):
+        at = U(p * dp * hp * wp)
+        for e in range(dp):
+            for r in range(hp):
+                row = at + U((e * hp + r) * wp)
+                if pd <= e < pd + d and ph <= r < ph + h:
+                    src = U(((p * d + e - pd) * h + r - ph) * w)
+                    for u in range(U(pw)):
+                        xp[row + u] = 0
+                    for u in range(U(w)):
+                        xp[row + U(pw) + u] = x[src + u]
+                    for u in range(U(pw + w), U(wp)):
+                        xp[row + u] = 0
+                else:
+                    for u in range(U(wp)):
+                        xp[row + u] = 0
+
+
+@pjit
+def _channels_last(gy, a, samples, groups, og, p, ogp):
+    """a[n, g, t, l] = gy[n, g*og + l, t] for l < og, and 0 for og <= l < ogp."""
+    for ng in prange(samples * groups):
+        at = U(ng * p * ogp)
+        for t in range(U(p)):
+            for l in range(U(og), U(ogp)):
+                a[at + t * U(ogp) + l] = 0
+        for l in range(U(og)):
+            src = U((ng * og + l) * p)
+            for t in range(U(p)):
+                a[at + t * U(ogp) + l] = gy[src + t]
 
 
 def _kernel():
@@ -131,7 +171,7 @@ def _kernel():
     return _conv_tiles.KERNELS[isa()], COLUMNS[isa()]
 
 
-def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
+def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, scratch):
     """y (N, O, OD, OH, OW) of the 3-D convolution of x (N, C, D, H, W) with w (O, C/G, KD, KH, KW), plus b (O,)
     unless None."""
     geo = _Geometry(x.shape, w.shape, stride, padding, dilation, out, groups)
@@ -142,24 +182,24 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
     a[:, :, :og] = w.reshape(groups, og, k).transpose(0, 2, 1)
     p = geo.pos.size
     y = empty((x.shape[0], w.shape[0]) + tuple(out), x.dtype)
-    kernel(a.reshape(-1), geo.padded(x), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps, geo.pos,
+    kernel(a.reshape(-1), geo.padded(x, scratch), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps, geo.pos,
            x.shape[0], groups, ogp // LANES, -(-p // columns), 1,
            0, k * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            w.shape[0] * p, p, og, p)
     return y
 
 
-def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups):
+def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, scratch):
     """gw (O, C/G, KD, KH, KW) of the convolution of x for the output gradient gy (N, O, OD, OH, OW)."""
     geo = _Geometry(x.shape, w_shape, stride, padding, dilation, gy.shape[2:], groups)
     kernel, columns = _kernel()
     k, og, n = geo.taps.size, geo.og, x.shape[0]
     ogp = -(-og // LANES) * LANES
     p = geo.pos.size
-    a = np.zeros((n, groups, p, ogp), dtype=x.dtype)          # gy laid out (N, G, P, OGP)
-    a[..., :og] = gy.reshape(n, groups, og, p).transpose(0, 1, 3, 2)
+    a = scratch("tiles_gy", (n * groups * p * ogp,), x.dtype)      # gy laid out (N, G, P, OGP)
+    _channels_last(gy.reshape(-1), a, n, groups, og, p, ogp)
     gw = np.empty(w_shape, dtype=x.dtype)
-    kernel(a.reshape(-1), geo.padded(x), gw.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps,
+    kernel(a, geo.padded(x, scratch), gw.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps,
            1, groups, ogp // LANES, -(-k // columns), n,
            groups * p * ogp, p * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            0, k, og, k)
