@@ -414,7 +414,8 @@ def test_the_compiled_kernels_put_blas_on_one_thread_and_only_they_do(jit):
 
 # ---- convolution: the direct tiles (conv_direct.py) ----------------------------------------------------------------
 # (x shape, weight shape, kwargs): output channels per group below, at and past a tile's 16, groups, strides,
-# dilation, padding, 1-D and 3-D, positions and taps not a multiple of a tile's columns, an empty batch
+# dilation, padding, 1-D and 3-D, positions and taps not a multiple of a tile's columns, an empty batch, a stride
+# past the kernel (input positions that no window reads: a stride phase with no taps), padding past the windows
 TILED = [
     ((3, 5, 9, 7), (21, 5, 3, 2), dict(padding=(1, 0), stride=(2, 1), dilation=(1, 2))),
     ((3, 6, 9, 7), (34, 3, 3, 2), dict(padding=(2, 1), groups=2)),
@@ -423,6 +424,8 @@ TILED = [
     ((2, 3, 13), (17, 3, 4), dict(stride=3, padding=2, dilation=2)),
     ((2, 2, 4, 5, 4), (18, 2, 3, 2, 3), dict(padding=(1, 0, 1), stride=(1, 2, 1))),
     ((0, 3, 5, 5), (16, 3, 3, 3), dict()),
+    ((2, 3, 8, 9), (16, 3, 2, 2), dict(stride=3)),
+    ((2, 3, 5, 5), (16, 3, 3, 3), dict(padding=3)),
 ]
 
 
@@ -433,7 +436,7 @@ def tiles(monkeypatch, request):
     from tinygradnorm.backend.cpu_kernels import conv_direct
     monkeypatch.setattr(conv_direct, "MODE", "1")
     monkeypatch.setattr(conv_direct, "isa", lambda: request.param)
-    calls = {"conv_forward_direct": 0, "conv_weight_grad_direct": 0}
+    calls = {"conv_forward_direct": 0, "conv_weight_grad_direct": 0, "conv_input_grad_direct": 0}
     for name in calls:
         def counted(*args, _fn=getattr(conv_direct, name), _name=name):
             calls[_name] += 1
@@ -464,20 +467,17 @@ def test_direct_tiles_match_numpy_path(monkeypatch, tiles, x_shape, w_shape, kw)
         return out
 
     compiled, numpy_only = _both_paths(monkeypatch, run)
-    # the forward, and the input's gradient where the stride is 1 and gy's padding d(k - 1) - p is not negative
-    spatial = len(x_shape) - 2
-    per_dim = [np.broadcast_to(kw.get(key, default), spatial) for key, default in
-               (("stride", 1), ("padding", 0), ("dilation", 1))]
-    input_grad = all(s == 1 and p <= d * (k - 1) for s, p, d, k in zip(*per_dim, w_shape[2:]))
-    assert tiles == {"conv_forward_direct": 1 + input_grad, "conv_weight_grad_direct": 1}
+    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1, "conv_input_grad_direct": 1}
     for name, a, b in zip(("y", "gx", "gw", "gb"), compiled, numpy_only):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @needs_kernels
-@pytest.mark.parametrize("fn, x_shape, w_shape, kw", TRANSPOSED_BACKWARD[:2])
+@pytest.mark.parametrize("fn, x_shape, w_shape, kw", [c for c in TRANSPOSED_BACKWARD
+                                                      if c[3].get("groups", 1) < c[1][1]])      # not depthwise
 def test_transposed_conv_backward_from_the_tiles_matches_numpy_path(monkeypatch, tiles, fn, x_shape, w_shape, kw):
-    """A transposed convolution's backward runs the tiles' forward and weight gradient in place of its one pass."""
+    """A transposed convolution's forward is the tiles' input gradient, and its backward their forward and weight
+    gradient in place of its one pass."""
     arrays = [R.standard_normal(x_shape), R.standard_normal(w_shape)]
     gy = []
 
@@ -487,15 +487,18 @@ def test_transposed_conv_backward_from_the_tiles_matches_numpy_path(monkeypatch,
         return out
 
     compiled, numpy_only = _both_paths(monkeypatch, run)
-    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1}
+    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1, "conv_input_grad_direct": 1}
     for name, a, b in zip(("y", "gx", "gw"), compiled, numpy_only):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @needs_kernels
 def test_direct_tiles_match_torch_in_float32(torch, tiles):
-    """LeNet's second convolution and a padded 3x3 one of 32 channels, float32, against torch's."""
-    for x_shape, w_shape, kw in (((16, 6, 12, 12), (16, 6, 5, 5), {}), ((4, 32, 14, 14), (32, 32, 3, 3), dict(padding=1))):
+    """LeNet's second convolution and a padded 3x3 one of 32 channels, float32, against torch's; and a stride-2
+    one, whose input gradient runs by stride phase."""
+    for x_shape, w_shape, kw in (((16, 6, 12, 12), (16, 6, 5, 5), {}),
+                                 ((4, 32, 14, 14), (32, 32, 3, 3), dict(padding=1)),
+                                 ((4, 32, 14, 14), (32, 32, 3, 3), dict(stride=2, padding=1))):
         arrays = [R.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1])]
         ours, gy = _conv_run("conv2d", arrays, kw, dtype=np.float32)
         ts = [torch.tensor(a, requires_grad=True) for a in arrays]
@@ -516,11 +519,12 @@ def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles)
         monkeypatch.setattr(BACKEND, "threads", k)
         out, _ = _conv_run("conv2d", [x, w], {}, gy, dtype=np.float32)
         seen.add(b"".join(a.tobytes() for a in out))
-    assert len(seen) == 1 and tiles == {"conv_forward_direct": 6, "conv_weight_grad_direct": 3}     # y and gx
+    assert len(seen) == 1 and tiles == {"conv_forward_direct": 3, "conv_weight_grad_direct": 3,
+                                        "conv_input_grad_direct": 3}
 
 
 def test_the_written_out_tiles_are_current():
-    """_conv_tiles.py is what conv_direct.py writes (python -m tinygradnorm.backend.cpu_kernels.conv_direct)."""
+    """_conv_tiles.py is what conv_direct.py writes (conv_direct.write_tiles())."""
     pytest.importorskip("numba")
     from tinygradnorm.backend.cpu_kernels import conv_direct
     with open(conv_direct.TILES_PATH) as f:

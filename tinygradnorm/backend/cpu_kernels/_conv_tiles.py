@@ -1,8 +1,8 @@
 """The tile kernels of conv_direct.py, one per tile shape. Written out by conv_direct.py; do not edit.
 
-    python -m tinygradnorm.backend.cpu_kernels.conv_direct
+    python -c "from tinygradnorm.backend.cpu_kernels import conv_direct; conv_direct.write_tiles()"
 
-rewrites this file, and tests/test_conv.py checks that it is current. See conv_direct.py for the maths.
+rewrites this file, and tests/test_cpu_kernels.py checks that it is current. See conv_direct.py for the maths.
 """
 import numpy as np
 from numba import prange
@@ -13,9 +13,9 @@ U = np.uint64
 
 
 @slp_pjit
-def tiles_16x6(a, x, out, bias, has_bias, row, col, outer, groups, blocks, tiles, inner,
+def tiles_16x6(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blocks, tiles, inner,
             a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
-    """out[o*out_outer + (g*og + l)*out_lane + s] = Σ over m < inner and r < row.size of
+    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over m < inner and r < row.size of
     A[(o + m)*a_outer + g*a_group + r*lda + blk*16 + l] x[(o + m)*x_outer + g*x_group + row[r] + col[s]]
     (+ bias[g*og + l]), for every outer index o, group g, block of 16 channels and tile of 6 columns s."""
     zero = x.dtype.type(0.0)
@@ -261,15 +261,15 @@ def tiles_16x6(a, x, out, bias, has_bias, row, col, outer, groups, blocks, tiles
         tile[95] = acc5_15
         for l in range(min(16, og - blk * 16)):
             add = bias[o0 + l] if has_bias else zero
-            at = U(o * out_outer + (o0 + l) * out_lane + s0)
+            at = U(o * out_outer + (o0 + l) * out_lane)
             for s in range(min(6, s_count - s0)):
-                out[at + U(s)] = tile[s * 16 + l] + add
+                out[at + out_col[s0 + s]] = tile[s * 16 + l] + add
 
 
 @slp_pjit
-def tiles_16x14(a, x, out, bias, has_bias, row, col, outer, groups, blocks, tiles, inner,
+def tiles_16x14(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blocks, tiles, inner,
             a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
-    """out[o*out_outer + (g*og + l)*out_lane + s] = Σ over m < inner and r < row.size of
+    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over m < inner and r < row.size of
     A[(o + m)*a_outer + g*a_group + r*lda + blk*16 + l] x[(o + m)*x_outer + g*x_group + row[r] + col[s]]
     (+ bias[g*og + l]), for every outer index o, group g, block of 16 channels and tile of 14 columns s."""
     zero = x.dtype.type(0.0)
@@ -795,9 +795,9 @@ def tiles_16x14(a, x, out, bias, has_bias, row, col, outer, groups, blocks, tile
         tile[223] = acc13_15
         for l in range(min(16, og - blk * 16)):
             add = bias[o0 + l] if has_bias else zero
-            at = U(o * out_outer + (o0 + l) * out_lane + s0)
+            at = U(o * out_outer + (o0 + l) * out_lane)
             for s in range(min(14, s_count - s0)):
-                out[at + U(s)] = tile[s * 16 + l] + add
+                out[at + out_col[s0 + s]] = tile[s * 16 + l] + add
 
 
 KERNELS = {"avx512": tiles_16x14, "avx2": tiles_16x6}

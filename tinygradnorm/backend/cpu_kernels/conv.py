@@ -1,6 +1,6 @@
 """Convolution on the CPU: im2col, the GEMMs (NumPy's BLAS) and col2im, a cache-sized chunk of samples
 at a time, the chunks spread over the backend's thread pool; a direct kernel for depthwise convolution; and, where
-they win, the register tiles of conv_direct.py for the forward and the weight's gradient.
+they win, the register tiles of conv_direct.py for the forward and the two gradients.
 The kernels take 3-D convolutions; a 1-D or 2-D one comes as a 3-D one with a depth (and height) of 1.
 
 NOTE: depthwise (one input channel per group, C/G = 1) has no GEMM worth the name: each group's product is
@@ -67,11 +67,11 @@ class ConvKernels:
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
         direct_gw = need_gw and conv_direct.runs(x.dtype, w.shape[0] // groups, w.shape[2:])
-        direct_gx = need_gx and _direct_input_grad(x, w, stride, padding, dilation)
+        direct_gx = need_gx and conv_direct.runs_input_grad(x.dtype, w.shape[1], w.shape[2:], stride)
         if not (direct_gw or direct_gx):
             return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw,
                                       need_gb)[1:]
-        # the tiles for the weight's gradient and (stride 1) the input's; the chunks, with no im2col where only the
+        # the tiles for the weight's gradient and the input's; the chunks, with no im2col where only the
         # input's gradient is left to them (its columns are W^T gy), for the rest
         gy = np.ascontiguousarray(gy)
         self.thread_count()
@@ -79,22 +79,13 @@ class ConvKernels:
         if direct_gw:
             gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.scratch)
         if direct_gx:
-            gx = self._input_grad_direct(x.shape, w, gy, padding, dilation, groups)
+            gx = conv_direct.conv_input_grad_direct(gy, w, x.shape, stride, padding, dilation, groups, self.empty,
+                                                    self.scratch)
         if (need_gx and not direct_gx) or (need_gw and not direct_gw):
             _, gx_, gw_, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False,
                                                 need_gx and not direct_gx, need_gw and not direct_gw, False)
             gx, gw = (gx if direct_gx else gx_), (gw if direct_gw else gw_)
         return gx, gw, (gy.sum(axis=(0, 2, 3, 4)) if need_gb else None)
-
-    def _input_grad_direct(self, x_shape, w, gy, padding, dilation, groups):
-        """gx of a stride-1 convolution: the convolution of gy, padded by d(k - 1) - p, with each group's w
-        flipped along every spatial axis and its two channel axes swapped."""
-        o, cg = w.shape[:2]
-        flipped = w.reshape((groups, o // groups, cg) + w.shape[2:]).swapaxes(1, 2)[..., ::-1, ::-1, ::-1]
-        flipped = np.ascontiguousarray(flipped).reshape((groups * cg, o // groups) + w.shape[2:])
-        pad = tuple(d * (k - 1) - p for k, p, d in zip(w.shape[2:], padding, dilation))
-        return conv_direct.conv_forward_direct(gy, flipped, None, (1, 1, 1), pad, dilation, x_shape[2:], groups,
-                                               self.empty, self.scratch)
 
     def conv_and_weight_grad(self, x, w, gy, stride, padding, dilation, groups):
         """(y, gw): conv_forward(x, w) and conv_backward's gw for gy (whose spatial shape is y's), from one im2col
@@ -198,13 +189,6 @@ class _ConvChunks:
         if build:
             _im2col(self.x, cols.reshape((n1 - n0, self.x.shape[1], -1) + self.out), n0, *self.geom)
         return n0, n1, cols
-
-
-def _direct_input_grad(x, w, stride, padding, dilation):
-    """Whether gx runs on the tiles: stride 1, a padding of at most d(k - 1) (gy's own is d(k - 1) - p), and the
-    tiles' case for the C/G output channels of that convolution."""
-    return (all(s == 1 for s in stride) and all(p <= d * (k - 1) for k, p, d in zip(w.shape[2:], padding, dilation))
-            and conv_direct.runs(x.dtype, w.shape[1], w.shape[2:]))
 
 
 def _in_order(parts, shape):

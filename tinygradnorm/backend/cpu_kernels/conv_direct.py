@@ -1,7 +1,7 @@
 """Direct convolution on the CPU: each tile of outputs summed in vector registers, with no im2col and no GEMM.
 
-One kernel, ``tiles``, serves the forward and the weight gradient. Both are sums of products of a vector over L
-output channels and one input element:
+One kernel, ``tiles``, serves the forward and the weight gradient (and the input gradient, below). Both are sums
+of products of a vector over L output channels and one input element:
 
 - forward: y[n, o, p] = Σ over the taps k of W[o, k] x_pad[n, pos[p] + tap[k]];
 - weight gradient: gw[o, k] = Σ over the samples n and positions p of gy[n, o, p] x_pad[n, pos[p] + tap[k]].
@@ -23,11 +23,14 @@ the end read the last column again, and the channels past the group's (A is padd
 L) compute zeros: both are dropped when the tile is stored. Every sum runs over its rows in the same order on every
 call, and threads take whole tiles, so no bit depends on the thread count.
 
-The kernels themselves are in ``_conv_tiles.py``, written out by this module (``python -m
-tinygradnorm.backend.cpu_kernels.conv_direct`` rewrites it): a tile's T*L accumulators are T*L scalar
-variables there, and LLVM's SLP vectorizer packs each column's L into one register (see ``slp_compiled``).
+The input's gradient is made of the same tiles, one stride phase at a time (``conv_input_grad_direct``).
+
+The kernels themselves are in ``_conv_tiles.py``, written out by this module (``write_tiles()`` rewrites it): a
+tile's T*L accumulators are T*L scalar variables there, and LLVM's SLP vectorizer packs each column's L into one
+register (see ``slp_compiled``).
 """
 import functools
+import itertools
 import math
 import os
 
@@ -80,12 +83,13 @@ def slp_pjit(fn):
 
 # NOTE: where the tiles run, measured on a 2-core AMD EPYC (Zen 4, AVX-512) against the im2col + GEMM path and
 # torch, float32, benchmarks/conv.py's shapes, in ms, GEMM path -> tiles. Forward: LeNet's conv2 2.19 -> 0.68,
-# 3x3 same 4.05 -> 3.52, dilated 4.03 -> 3.11, the 7x7 stem 4.47 -> 3.61, 3-D 2.80 -> 1.55. Weight gradient:
-# 2.28 -> 0.87, 4.89 -> 3.63, 4.99 -> 3.65, 3-D 2.26 -> 2.05. Input gradient (stride 1, as the convolution of gy
-# with the flipped weights): 3x3 same 4.10 -> 3.15, dilated 4.00 -> 3.29. The GEMM won where a group has fewer
-# than 16 output channels (most of each tile wasted: grouped g=4 forward 1.48 -> 1.86, LeNet's conv2's input
-# gradient, 6 channels, 1.38 -> 3.33), for a 1x1 kernel (whose columns are the input itself: 1.77 -> 3.06) and in
-# 1-D (0.73 -> 0.81; one row, short of taps).
+# 3x3 same 4.05 -> 3.52, dilated 4.03 -> 3.11, the 7x7 stem 4.47 -> 3.61, 3-D 2.80 -> 1.55, 1-D 0.75 -> 0.66.
+# Weight gradient: 2.28 -> 0.87, 4.89 -> 3.63, 4.99 -> 3.65, 3-D 2.26 -> 2.05, 1-D 0.82 -> 0.70. Input gradient at
+# stride 1: 3x3 same 4.10 -> 3.15, dilated 4.00 -> 3.29 (equal at busier moments). The GEMM won where a group has
+# fewer than 16 output channels (most of each tile wasted: grouped g=4 forward 1.48 -> 1.86, LeNet's conv2's input
+# gradient, 6 channels, 1.38 -> 3.33), for a 1x1 kernel (whose columns are the input itself: 1.77 -> 3.06), and for
+# the input's gradient at stride 2, by phase (3x3 stride 2: 2.3 -> 3.0; a transposed 1-D convolution's forward 0.25
+# -> 0.49; 2-D: 1.42 -> 1.48). So that runs on the tiles only when TINYGRADNORM_CONV_DIRECT=1.
 MODE = os.environ.get("TINYGRADNORM_CONV_DIRECT", "auto")       # "auto", "1" (wherever they can) or "0" (never)
 
 
@@ -95,8 +99,12 @@ def runs(dtype, og, kernel):
         return False
     if MODE == "1":
         return og >= 1
-    return (isa() == "avx512" and dtype == np.float32 and og >= LANES and math.prod(kernel) > 1
-            and tuple(kernel[:2]) != (1, 1))
+    return isa() == "avx512" and dtype == np.float32 and og >= LANES and math.prod(kernel) > 1
+
+
+def runs_input_grad(dtype, cg, kernel, stride):
+    """Whether the tiles run the input's gradient of a convolution of cg input channels per group."""
+    return runs(dtype, cg, kernel) and (MODE == "1" or all(s == 1 for s in stride))
 
 
 # ---- the two uses --------------------------------------------------------------------------------------------------
@@ -121,19 +129,24 @@ class _Geometry:
 
     def padded(self, x, scratch):
         """x zero padded, flat: in a scratch array where there is padding, x itself where there is none."""
-        pd, ph, pw = self.padding
-        if not (pd or ph or pw):
-            return x.reshape(-1)
-        n, c, d, h, w = x.shape
-        xp = scratch("tiles_x", (n * c * self.chan,), x.dtype)
-        _pad(x.reshape(-1), xp, n * c, d, h, w, pd, ph, pw, self.hp, self.wp)
-        return xp
+        return _padded(x, self.padding, self.padding, scratch, "tiles_x")
+
+
+def _padded(a, lo, hi, scratch, name):
+    """a (N, C, D, H, W) with lo[i] zeros before and hi[i] after along spatial dim i, flat, in a scratch array
+    (a itself, flat, where there are none)."""
+    if not any(lo) and not any(hi):
+        return a.reshape(-1)
+    n, c, d, h, w = a.shape
+    dp, hp, wp = (size + l + r for size, l, r in zip(a.shape[2:], lo, hi))
+    out = scratch(name, (n * c * dp * hp * wp,), a.dtype)
+    _pad(a.reshape(-1), out, n * c, d, h, w, *lo, dp, hp, wp)
+    return out
 
 
 @pjit
-def _pad(x, xp, planes, d, h, w, pd, ph, pw, hp, wp):
-    """xp[plane, e, r, u] = x[plane, e - pd, r - ph, u - pw], zero outside x (planes of (d + 2pd, hp, wp))."""
-    dp = d + 2 * pd
+def _pad(x, xp, planes, d, h, w, pd, ph, pw, dp, hp, wp):
+    """xp[plane, e, r, u] = x[plane, e - pd, r - ph, u - pw], zero outside x (planes of (dp, hp, wp))."""
     for p in prange(planes):
         at = U(p * dp * hp * wp)
         for e in range(dp):
@@ -182,7 +195,8 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, 
     a[:, :, :og] = w.reshape(groups, og, k).transpose(0, 2, 1)
     p = geo.pos.size
     y = empty((x.shape[0], w.shape[0]) + tuple(out), x.dtype)
-    kernel(a.reshape(-1), geo.padded(x, scratch), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps, geo.pos,
+    kernel(a.reshape(-1), geo.padded(x, scratch), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps,
+           geo.pos, _counting(p),
            x.shape[0], groups, ogp // LANES, -(-p // columns), 1,
            0, k * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            w.shape[0] * p, p, og, p)
@@ -199,11 +213,76 @@ def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, s
     a = scratch("tiles_gy", (n * groups * p * ogp,), x.dtype)      # gy laid out (N, G, P, OGP)
     _channels_last(gy.reshape(-1), a, n, groups, og, p, ogp)
     gw = np.empty(w_shape, dtype=x.dtype)
-    kernel(a, geo.padded(x, scratch), gw.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps,
+    kernel(a, geo.padded(x, scratch), gw.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps, _counting(k),
            1, groups, ogp // LANES, -(-k // columns), n,
            groups * p * ogp, p * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            0, k, og, k)
     return gw
+
+
+def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, empty, scratch):
+    """gx (x_shape) of the 3-D convolution of x with w (O, C/G, KD, KH, KW) for the output gradient gy, by stride phase.
+
+    gx[n, c, s*m + r] = Σ over o in c's group and the taps k with (r + p - d*k) divisible by s of
+    w[o, c, k] gy[n, o, m + (r + p - d*k) / s] (per spatial dim; r < s is the phase). So each phase is a convolution
+    of gy with some of the taps, at stride 1, with L = C/G channels to a tile; with stride 1 there is one phase, all
+    the taps, and gx is the convolution of gy with the flipped weights."""
+    n, o = gy.shape[:2]
+    c, cg = x_shape[1], w.shape[1]
+    og = o // groups
+    cgp = -(-cg // LANES) * LANES
+    dims = [_phases(size, k, s, p, d) for size, k, s, p, d in zip(x_shape[2:], w.shape[2:], stride, padding, dilation)]
+    lo = [max([0] + [-off for _, _, taps in phases for _, off in taps]) for phases in dims]
+    hi = [max([0] + [m - 1 + off - (size - 1) for _, m, taps in phases for _, off in taps])
+          for phases, size in zip(dims, gy.shape[2:])]
+    gp = _padded(gy, lo, hi, scratch, "tiles_x")
+    dp, hp, wp = (size + l + r for size, l, r in zip(gy.shape[2:], lo, hi))
+    chan = dp * hp * wp
+    kernel, columns = _kernel()
+    gx = empty(tuple(x_shape), gy.dtype)
+    w6 = w.reshape((groups, og, cg) + w.shape[2:])
+    for (rd, md, td), (rh, mh, th), (rw, mw, tw) in itertools.product(*dims):
+        phase = (slice(None), slice(None), slice(rd, None, stride[0]), slice(rh, None, stride[1]),
+                 slice(rw, None, stride[2]))
+        if not (td and th and tw) or 0 in (md, mh, mw):
+            gx[phase] = 0
+            continue
+        taps = [(kd, kh, kw, ((od + lo[0]) * hp + oh + lo[1]) * wp + ow + lo[2])
+                for (kd, od), (kh, oh), (kw, ow) in itertools.product(td, th, tw)]
+        rows = (np.arange(og)[:, None] * chan + np.array([t[3] for t in taps])).reshape(-1).astype(np.uint64)
+        e, a, b = np.ix_(np.arange(md), np.arange(mh), np.arange(mw))
+        cols = ((e * hp + a) * wp + b).reshape(-1).astype(np.uint64)
+        picked = w6[:, :, :, [t[0] for t in taps], [t[1] for t in taps], [t[2] for t in taps]]   # (G, OG, CG, R)
+        lanes = np.zeros((groups, og, len(taps), cgp), dtype=gy.dtype)                 # (G, OG*R, CGP)
+        lanes[..., :cg] = picked.transpose(0, 1, 3, 2)
+        # the phase's positions s*m + r, where the tiles store them in gx
+        e, a, b = np.ix_(rd + stride[0] * np.arange(md), rh + stride[1] * np.arange(mh), rw + stride[2] * np.arange(mw))
+        at = ((e * x_shape[3] + a) * x_shape[4] + b).reshape(-1).astype(np.uint64)
+        m = md * mh * mw
+        kernel(lanes.reshape(-1), gp, gx.reshape(-1), _or_empty(None, gy.dtype), False, rows, cols, at,
+               n, groups, cgp // LANES, -(-m // columns), 1,
+               0, og * len(taps) * cgp, cgp, o * chan, og * chan,
+               c * math.prod(x_shape[2:]), math.prod(x_shape[2:]), cg, m)
+    return gx
+
+
+def _phases(size, k, s, p, d):
+    """Along one dim of an input of this size: (r, how many positions s*m + r there are, [(tap, gy offset)]) for
+    each phase r < s."""
+    phases = []
+    for r in range(s):
+        count = -(-(size - r) // s) if size > r else 0
+        # NOTE: the taps in descending order, so that their offsets into gy ascend: in ascending order the input
+        # gradient of a 3x3 convolution ran 30% slower (4.6 against 3.4 ms), every tile reading its rows backwards
+        taps = [(j, (r + p - d * j) // s) for j in reversed(range(k)) if (r + p - d * j) % s == 0]
+        phases.append((r, count, taps))
+    return phases
+
+
+@functools.lru_cache(maxsize=64)
+def _counting(count):
+    """0, 1, ..., count - 1 as the kernels' offsets (uint64): where a tile's columns go when they are contiguous."""
+    return np.arange(count, dtype=np.uint64)
 
 
 def _or_empty(a, dtype):
@@ -213,9 +292,9 @@ def _or_empty(a, dtype):
 # ---- writing out the kernels ---------------------------------------------------------------------------------------
 _HEADER = '''"""The tile kernels of conv_direct.py, one per tile shape. Written out by conv_direct.py; do not edit.
 
-    python -m tinygradnorm.backend.cpu_kernels.conv_direct
+    python -c "from tinygradnorm.backend.cpu_kernels import conv_direct; conv_direct.write_tiles()"
 
-rewrites this file, and tests/test_conv.py checks that it is current. See conv_direct.py for the maths.
+rewrites this file, and tests/test_cpu_kernels.py checks that it is current. See conv_direct.py for the maths.
 """
 import numpy as np
 from numba import prange
@@ -228,9 +307,9 @@ U = np.uint64
 _SIGNATURE = '''
 
 @slp_pjit
-def tiles_{lanes}x{columns}(a, x, out, bias, has_bias, row, col, outer, groups, blocks, tiles, inner,
+def tiles_{lanes}x{columns}(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blocks, tiles, inner,
             a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
-    """out[o*out_outer + (g*og + l)*out_lane + s] = Σ over m < inner and r < row.size of
+    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over m < inner and r < row.size of
     A[(o + m)*a_outer + g*a_group + r*lda + blk*{lanes} + l] x[(o + m)*x_outer + g*x_group + row[r] + col[s]]
     (+ bias[g*og + l]), for every outer index o, group g, block of {lanes} channels and tile of {columns} columns s."""
     zero = x.dtype.type(0.0)
@@ -257,9 +336,9 @@ _BODY = '''{columns_at}
 {tile_stores}
         for l in range(min({lanes}, og - blk * {lanes})):
             add = bias[o0 + l] if has_bias else zero
-            at = U(o * out_outer + (o0 + l) * out_lane + s0)
+            at = U(o * out_outer + (o0 + l) * out_lane)
             for s in range(min({columns}, s_count - s0)):
-                out[at + U(s)] = tile[s * {lanes} + l] + add
+                out[at + out_col[s0 + s]] = tile[s * {lanes} + l] + add
 '''
 
 
@@ -273,7 +352,8 @@ def tiles_source(lanes, columns):
     for s in range(columns):
         body.append(f"                v{s} = x[xr + c{s}]")
         body.extend(f"                {acc[s][l]} += v{s} * lane{l}" for l in range(lanes))
-    tile_stores = "\n".join(f"        tile[{s * lanes + l}] = {acc[s][l]}" for s in range(columns) for l in range(lanes))
+    tile_stores = "\n".join(f"        tile[{s * lanes + l}] = {acc[s][l]}"
+                            for s in range(columns) for l in range(lanes))
     return (_SIGNATURE.format(lanes=lanes, columns=columns, size=lanes * columns)
             + _BODY.format(lanes=lanes, columns=columns, columns_at=columns_at, zeros=zeros, a_loads=a_loads,
                            columns_body="\n".join(body), tile_stores=tile_stores))
@@ -282,13 +362,16 @@ def tiles_source(lanes, columns):
 def tiles_module():
     """The text of _conv_tiles.py."""
     kernels = "".join(tiles_source(LANES, columns) for columns in sorted(set(COLUMNS.values())))
-    table = "\n\nKERNELS = {" + ", ".join(f'"{isa}": tiles_{LANES}x{columns}' for isa, columns in COLUMNS.items()) + "}\n"
+    table = ", ".join(f'"{isa}": tiles_{LANES}x{columns}' for isa, columns in COLUMNS.items())
+    table = "\n\nKERNELS = {" + table + "}\n"
     return _HEADER + kernels + table
 
 
 TILES_PATH = os.path.join(os.path.dirname(__file__), "_conv_tiles.py")
 
-if __name__ == "__main__":
+
+def write_tiles():
+    """Rewrite _conv_tiles.py from tiles_module()."""
     from ...atomic import atomic_write
     with atomic_write(TILES_PATH) as f:
         f.write(tiles_module().encode())
