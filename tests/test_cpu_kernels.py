@@ -523,6 +523,15 @@ def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles)
                                         "conv_input_grad_direct": 3}
 
 
+@needs_kernels
+def test_a_bad_conv_direct_setting_is_named(monkeypatch):
+    from tinygradnorm.backend.cpu_kernels import conv_direct
+    monkeypatch.setattr(conv_direct, "MODE", "yes")
+    x, w = tg.tensor(np.ones((1, 16, 5, 5), np.float32)), tg.tensor(np.ones((16, 16, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="TINYGRADNORM_CONV_DIRECT is 'yes'; expected 'auto'"):
+        F.conv2d(x, w)
+
+
 def test_the_written_out_tiles_are_current():
     """_conv_tiles.py is what conv_direct.py writes (conv_direct.write_tiles())."""
     pytest.importorskip("numba")

@@ -41,7 +41,7 @@ class ConvKernels:
             _depthwise_forward(x.reshape(-1), w.reshape(-1), _or_empty(b, x.dtype), b is not None, y.reshape(-1),
                                *_depthwise_dims(x.shape, w.shape, out, stride, padding, dilation))
             return y
-        if conv_direct.runs(x.dtype, o // groups, w.shape[2:]):
+        if conv_direct.runs_forward(x.dtype, w.shape, groups):
             self.thread_count()
             return conv_direct.conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, self.empty,
                                                    self.scratch)
@@ -66,8 +66,8 @@ class ConvKernels:
         if _is_depthwise(x, w, groups, padding):
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
-        direct_gw = need_gw and conv_direct.runs(x.dtype, w.shape[0] // groups, w.shape[2:])
-        direct_gx = need_gx and conv_direct.runs_input_grad(x.dtype, w.shape[1], w.shape[2:], stride)
+        direct_gw = need_gw and conv_direct.runs_forward(x.dtype, w.shape, groups)
+        direct_gx = need_gx and conv_direct.runs_input_grad(x.dtype, w.shape, groups, stride)
         if not (direct_gw or direct_gx):
             return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw,
                                       need_gb)[1:]
@@ -91,7 +91,7 @@ class ConvKernels:
         """(y, gw): conv_forward(x, w) and conv_backward's gw for gy (whose spatial shape is y's), from one im2col
         of x per chunk (or each from the direct tiles, where they run). A transposed convolution's backward needs
         both, of the same x (its output's gradient)."""
-        if _is_depthwise(x, w, groups, padding) or conv_direct.runs(x.dtype, w.shape[0] // groups, w.shape[2:]):
+        if _is_depthwise(x, w, groups, padding) or conv_direct.runs_forward(x.dtype, w.shape, groups):
             return (self.conv_forward(x, w, None, stride, padding, dilation, gy.shape[2:], groups),
                     self.conv_backward(x, w, gy, stride, padding, dilation, groups, False, True, False)[1])
         y, _, gw, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, True, False, True, False)

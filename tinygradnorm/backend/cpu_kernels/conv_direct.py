@@ -44,6 +44,7 @@ from ._jit import pjit
 
 U = np.uint64
 
+MIN_ROWS = 128             # taps per tile, at the least, where the tiles run by default (see the NOTE above runs)
 LANES = 16                 # output channels per tile: one AVX-512 register of float32, two of AVX2
 COLUMNS = {"avx512": 14, "avx2": 6}      # columns per tile: 14 of the 32 AVX-512 registers, 12 of the 16 AVX2
 
@@ -81,30 +82,43 @@ def slp_pjit(fn):
     return slp_compiled(pjit(fn, fastmath={"contract"}))
 
 
-# NOTE: where the tiles run, measured on a 2-core AMD EPYC (Zen 4, AVX-512) against the im2col + GEMM path and
-# torch, float32, benchmarks/conv.py's shapes, in ms, GEMM path -> tiles. Forward: LeNet's conv2 2.19 -> 0.68,
-# 3x3 same 4.05 -> 3.52, dilated 4.03 -> 3.11, the 7x7 stem 4.47 -> 3.61, 3-D 2.80 -> 1.55, 1-D 0.75 -> 0.66.
-# Weight gradient: 2.28 -> 0.87, 4.89 -> 3.63, 4.99 -> 3.65, 3-D 2.26 -> 2.05, 1-D 0.82 -> 0.70. Input gradient at
-# stride 1: 3x3 same 4.10 -> 3.15, dilated 4.00 -> 3.29 (equal at busier moments). The GEMM won where a group has
-# fewer than 16 output channels (most of each tile wasted: grouped g=4 forward 1.48 -> 1.86, LeNet's conv2's input
-# gradient, 6 channels, 1.38 -> 3.33), for a 1x1 kernel (whose columns are the input itself: 1.77 -> 3.06), and for
-# the input's gradient at stride 2, by phase (3x3 stride 2: 2.3 -> 3.0; a transposed 1-D convolution's forward 0.25
-# -> 0.49; 2-D: 1.42 -> 1.48). So that runs on the tiles only when TINYGRADNORM_CONV_DIRECT=1.
+# NOTE: where the tiles run, measured on a 2-core AMD EPYC (Zen 4, AVX-512) against the im2col + GEMM path, float32,
+# benchmarks/conv.py's shapes, in ms, GEMM path -> tiles. Forward: LeNet's conv2 2.19 -> 0.68, 3x3 same 4.05 ->
+# 3.52, dilated 4.03 -> 3.11, the 7x7 stem 4.47 -> 3.61, 3-D 2.80 -> 1.55, 1-D 0.75 -> 0.66. Weight gradient:
+# 2.28 -> 0.87, 4.89 -> 3.63, 4.99 -> 3.65, 3-D 2.26 -> 2.05, 1-D 0.82 -> 0.70. A transposed 2-D convolution's
+# backward (its forward and weight gradient) 2.5 -> 2.0. Input gradient at stride 1: 3x3 same 4.10 -> 3.15,
+# dilated 4.00 -> 3.29 (equal at busier moments). The GEMM won where a group has fewer than 16 output channels (most
+# of each tile wasted: grouped g=4 forward 1.48 -> 1.86, LeNet's conv2's input gradient, 6 channels, 1.38 -> 3.33),
+# and where a tile has few taps to sum, so that its own costs (the columns' offsets, 14 x 16 sums to start and to
+# store) weigh: a 1x1 kernel's 64 (1.77 -> 3.06), a transposed 1-D convolution's backward, 64 (0.55 -> 0.70). So
+# the tiles run by default with 16 or more channels and MIN_ROWS or more taps. The input's gradient at stride 2, by
+# phase, lost too (3x3 stride 2: 2.3 -> 3.0; a transposed 1-D convolution's forward 0.25 -> 0.49; 2-D 1.42 -> 1.48),
+# so it runs on the tiles only at stride 1, unless TINYGRADNORM_CONV_DIRECT=1.
 MODE = os.environ.get("TINYGRADNORM_CONV_DIRECT", "auto")       # "auto", "1" (wherever they can) or "0" (never)
 
 
-def runs(dtype, og, kernel):
-    """Whether the tiles run a convolution of og output channels per group with this kernel shape."""
+def runs(dtype, lanes, rows):
+    """Whether the tiles run a convolution whose tiles have this many channels (output channels per group) and rows
+    (taps: input channels per group times the kernel's size)."""
     if MODE == "0":
         return False
     if MODE == "1":
-        return og >= 1
-    return isa() == "avx512" and dtype == np.float32 and og >= LANES and math.prod(kernel) > 1
+        return lanes >= 1
+    if MODE != "auto":
+        raise ValueError(f"TINYGRADNORM_CONV_DIRECT is {MODE!r}; expected 'auto' (the default), '1' (the direct "
+                         f"convolution wherever it can run) or '0' (never)")
+    return isa() == "avx512" and dtype == np.float32 and lanes >= LANES and rows >= MIN_ROWS
 
 
-def runs_input_grad(dtype, cg, kernel, stride):
-    """Whether the tiles run the input's gradient of a convolution of cg input channels per group."""
-    return runs(dtype, cg, kernel) and (MODE == "1" or all(s == 1 for s in stride))
+def runs_forward(dtype, w_shape, groups):
+    """Whether the tiles run the forward, and the weight's gradient, of a convolution with weights of this shape."""
+    return runs(dtype, w_shape[0] // groups, math.prod(w_shape[1:]))
+
+
+def runs_input_grad(dtype, w_shape, groups, stride):
+    """Whether the tiles run the input's gradient (whose tiles have C/G channels and O/G times the kernel's rows)."""
+    return (runs(dtype, w_shape[1], w_shape[0] // groups * math.prod(w_shape[2:]))
+            and (MODE == "1" or all(s == 1 for s in stride)))
 
 
 # ---- the two uses --------------------------------------------------------------------------------------------------
