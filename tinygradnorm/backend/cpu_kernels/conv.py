@@ -43,8 +43,7 @@ class ConvKernels:
             return y
         if conv_direct.runs_forward(x.dtype, w.shape, groups):
             self.thread_count()
-            return conv_direct.conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, self.empty,
-                                                   self.scratch)
+            return conv_direct.conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, self.empty)
         w3 = w.reshape(groups, o // groups, -1)
         k = w3.shape[2]
         y = self.empty((n, o, out[0] * out[1] * out[2]), x.dtype)
@@ -77,10 +76,9 @@ class ConvKernels:
         self.thread_count()
         gw = gx = None
         if direct_gw:
-            gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.scratch)
+            gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.empty)
         if direct_gx:
-            gx = conv_direct.conv_input_grad_direct(gy, w, x.shape, stride, padding, dilation, groups, self.empty,
-                                                    self.scratch)
+            gx = conv_direct.conv_input_grad_direct(gy, w, x.shape, stride, padding, dilation, groups, self.empty)
         if (need_gx and not direct_gx) or (need_gw and not direct_gw):
             _, gx_, gw_, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False,
                                                 need_gx and not direct_gx, need_gw and not direct_gw, False)

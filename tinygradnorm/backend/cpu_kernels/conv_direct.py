@@ -141,19 +141,19 @@ class _Geometry:
         self.n, self.c, self.o, self.groups = n, c, o, groups
         self.og = o // groups
 
-    def padded(self, x, scratch):
-        """x zero padded, flat: in a scratch array where there is padding, x itself where there is none."""
-        return _padded(x, self.padding, self.padding, scratch, "tiles_x")
+    def padded(self, x, empty):
+        """x zero padded, flat: a copy where there is padding, x itself where there is none."""
+        return _padded(x, self.padding, self.padding, empty)
 
 
-def _padded(a, lo, hi, scratch, name):
-    """a (N, C, D, H, W) with lo[i] zeros before and hi[i] after along spatial dim i, flat, in a scratch array
-    (a itself, flat, where there are none)."""
+def _padded(a, lo, hi, empty):
+    """a (N, C, D, H, W) with lo[i] zeros before and hi[i] after along spatial dim i, flat (a itself, flat, where
+    there are none). ``empty`` is the kernels' recycled memory: a training step pads arrays of the same sizes."""
     if not any(lo) and not any(hi):
         return a.reshape(-1)
     n, c, d, h, w = a.shape
     dp, hp, wp = (size + l + r for size, l, r in zip(a.shape[2:], lo, hi))
-    out = scratch(name, (n * c * dp * hp * wp,), a.dtype)
+    out = empty((n * c * dp * hp * wp,), a.dtype)
     _pad(a.reshape(-1), out, n * c, d, h, w, *lo, dp, hp, wp)
     return out
 
@@ -198,7 +198,7 @@ def _kernel():
     return _conv_tiles.KERNELS[isa()], COLUMNS[isa()]
 
 
-def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, scratch):
+def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
     """y (N, O, OD, OH, OW) of the 3-D convolution of x (N, C, D, H, W) with w (O, C/G, KD, KH, KW), plus b (O,)
     unless None."""
     geo = _Geometry(x.shape, w.shape, stride, padding, dilation, out, groups)
@@ -209,7 +209,7 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, 
     a[:, :, :og] = w.reshape(groups, og, k).transpose(0, 2, 1)
     p = geo.pos.size
     y = empty((x.shape[0], w.shape[0]) + tuple(out), x.dtype)
-    kernel(a.reshape(-1), geo.padded(x, scratch), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps,
+    kernel(a.reshape(-1), geo.padded(x, empty), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps,
            geo.pos, _counting(p),
            x.shape[0], groups, ogp // LANES, -(-p // columns), 1,
            0, k * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
@@ -217,24 +217,24 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, 
     return y
 
 
-def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, scratch):
+def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, empty):
     """gw (O, C/G, KD, KH, KW) of the convolution of x for the output gradient gy (N, O, OD, OH, OW)."""
     geo = _Geometry(x.shape, w_shape, stride, padding, dilation, gy.shape[2:], groups)
     kernel, columns = _kernel()
     k, og, n = geo.taps.size, geo.og, x.shape[0]
     ogp = -(-og // LANES) * LANES
     p = geo.pos.size
-    a = scratch("tiles_gy", (n * groups * p * ogp,), x.dtype)      # gy laid out (N, G, P, OGP)
+    a = empty((n * groups * p * ogp,), x.dtype)                    # gy laid out (N, G, P, OGP)
     _channels_last(gy.reshape(-1), a, n, groups, og, p, ogp)
     gw = np.empty(w_shape, dtype=x.dtype)
-    kernel(a, geo.padded(x, scratch), gw.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps, _counting(k),
+    kernel(a, geo.padded(x, empty), gw.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps, _counting(k),
            1, groups, ogp // LANES, -(-k // columns), n,
            groups * p * ogp, p * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            0, k, og, k)
     return gw
 
 
-def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, empty, scratch):
+def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, empty):
     """gx (x_shape) of the 3-D convolution of x with w (O, C/G, KD, KH, KW) for the output gradient gy, by stride phase.
 
     gx[n, c, s*m + r] = Σ over o in c's group and the taps k with (r + p - d*k) divisible by s of
@@ -249,7 +249,7 @@ def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, em
     lo = [max([0] + [-off for _, _, taps in phases for _, off in taps]) for phases in dims]
     hi = [max([0] + [m - 1 + off - (size - 1) for _, m, taps in phases for _, off in taps])
           for phases, size in zip(dims, gy.shape[2:])]
-    gp = _padded(gy, lo, hi, scratch, "tiles_x")
+    gp = _padded(gy, lo, hi, empty)
     dp, hp, wp = (size + l + r for size, l, r in zip(gy.shape[2:], lo, hi))
     chan = dp * hp * wp
     kernel, columns = _kernel()
