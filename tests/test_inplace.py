@@ -268,6 +268,8 @@ def test_optimizers_init_and_load_state_dict_bump_versions():
     assert lin.weight._version == v0 + 3
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()     # the step changed the weight that LinearBackward saved
+    tg.optim.Adam(lin.parameters()).step()
+    assert lin.weight._version == v0 + 4
 
 
 def test_running_statistics_of_an_eval_forward_are_copied():

@@ -2,7 +2,7 @@
 import math
 
 from ..autograd import no_grad
-from .optimizer import Optimizer
+from .optimizer import Optimizer, subtract_update
 
 
 class Adam(Optimizer):
@@ -54,7 +54,7 @@ class Adam(Optimizer):
             else:
                 second = exp_avg_sq
             denom = xp.sqrt(second) / bias_correction2_sqrt + eps
-            p.sub_(exp_avg / denom, alpha=lr / bias_correction1)
+            subtract_update(p, exp_avg / denom, lr / bias_correction1)
 
 
 class AdamW(Adam):

@@ -1,5 +1,17 @@
 """Optimizer base: parameter groups, per-parameter state, and state_dict in PyTorch's layout."""
+from ..ops.inplace import bump_version
 from ..tensor import Tensor
+
+
+def subtract_update(p, delta, alpha):
+    """p.sub_(delta, alpha=alpha) for a parameter p and an array delta of its shape, with no Tensor op in between:
+    the same bits (alpha * delta in delta's dtype, then the subtraction in place) and the same version bump.
+
+    NOTE: sub_ with an alpha multiplies through a Tensor op and checks its operands, 21 us a call against 3.6 for the
+    arithmetic alone: 0.3 ms of a LeNet step with layer norm (18 parameters)."""
+    xp = p.xp
+    xp.subtract(p.data, alpha * delta, out=p.data, casting="unsafe")
+    bump_version(p, "sub_")
 
 
 class Optimizer:

@@ -1,6 +1,6 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay, as torch.optim.SGD."""
 from ..autograd import no_grad
-from .optimizer import Optimizer
+from .optimizer import Optimizer, subtract_update
 
 
 class SGD(Optimizer):
@@ -35,4 +35,4 @@ class SGD(Optimizer):
                     buf *= momentum
                     buf += (1 - group["dampening"]) * d_p
                 d_p = d_p + momentum * buf if group["nesterov"] else buf
-            p.sub_(d_p, alpha=lr)
+            subtract_update(p, d_p, lr)
