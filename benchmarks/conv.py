@@ -1,10 +1,14 @@
 """The convolution family against PyTorch on the CPU, in the same run: forward and backward (the input's, weight's
 and bias's gradients), float32, for typical shapes of each kind.
 
-Usage: python benchmarks/conv.py [--rounds 5] [--repeat 7] [--only depthwise]
+Usage: python benchmarks/conv.py [--rounds 5] [--repeat 7] [--only depthwise] [--paths]
 
 The two libraries are timed in alternation, --rounds times, each time the median of --repeat calls; the table
 gives our median time, torch's, and the median and range of the per-round ratios ours/torch.
+
+--paths also times our im2col + GEMM path alone (TINYGRADNORM_CONV_DIRECT=0) in the same rounds, and gives the
+ratio of the default path (with the direct tiles of backend/cpu_kernels/conv_direct.py where they run) to it: the
+comparison that separate runs on a machine whose speed drifts cannot make.
 """
 import argparse
 import statistics
@@ -54,27 +58,41 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--only", default="", help="run the cases whose name contains this")
+    ap.add_argument("--paths", action="store_true", help="also time the GEMM path alone, in the same rounds")
     args = ap.parse_args()
     import torch
+    if args.paths:
+        from tinygradnorm.backend.cpu_kernels import conv_direct
     print(f"Convolutions, float32, forward + backward, CPU: tinygradnorm against torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
     print(f"median of {args.repeat} calls, {args.rounds} interleaved rounds; ratio ours/torch, median [min-max]\n")
-    print(f"{'case':<32}{'ours ms':>9}{'torch ms':>10}{'ratio':>8}   range")
+    print(f"{'case':<32}{'ours ms':>9}{'torch ms':>10}{'ratio':>8}   range" +
+          (f"{'gemm ms':>14}{'ours/gemm':>11}   range" if args.paths else ""))
     rng = np.random.default_rng(0)
+    default = conv_direct.MODE if args.paths else None
     for name, fn_name, x_shape, w_shape, kwargs in CASES:
         if args.only not in name:
             continue
         x0 = rng.standard_normal(x_shape).astype(np.float32)
         w0 = (rng.standard_normal(w_shape) * 0.1).astype(np.float32)
         ours, theirs = step(tg, fn_name, x0, w0, kwargs), step(torch, fn_name, x0, w0, kwargs)
-        mine, other = [], []
+        mine, other, gemm = [], [], []
         for _ in range(args.rounds):
             mine.append(time_ms(ours, args.repeat, warmup=2)[0])
             other.append(time_ms(theirs, args.repeat, warmup=2)[0])
+            if args.paths:
+                conv_direct.MODE = "0"
+                gemm.append(time_ms(ours, args.repeat, warmup=2)[0])
+                conv_direct.MODE = default
         ratios = [a / b for a, b in zip(mine, other)]
         a, b = statistics.median(mine), statistics.median(other)
-        print(f"{name:<32}{a:>9.2f}{b:>10.2f}{statistics.median(ratios):>7.2f}x   {min(ratios):.2f}-{max(ratios):.2f}",
-              flush=True)
+        line = (f"{name:<32}{a:>9.2f}{b:>10.2f}{statistics.median(ratios):>7.2f}x   "
+                f"{min(ratios):.2f}-{max(ratios):.2f}")
+        if args.paths:
+            paths = [m / g for m, g in zip(mine, gemm)]
+            line += (f"{statistics.median(gemm):>11.2f}{statistics.median(paths):>10.2f}x   "
+                     f"{min(paths):.2f}-{max(paths):.2f}")
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
