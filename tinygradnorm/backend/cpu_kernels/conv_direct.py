@@ -51,7 +51,10 @@ COLUMNS = {"avx512": 14, "avx2": 6}      # columns per tile: 14 of the 32 AVX-51
 
 @functools.cache
 def isa():
-    """'avx512' where the CPU has AVX-512 (the tiles' registers are 16 float32 wide), else 'avx2'."""
+    """'avx512' where Numba compiles for this CPU and it has AVX-512 (the tiles' registers are 16 float32 wide),
+    else 'avx2'. (With NUMBA_CPU_NAME set, say to 'generic' for a portable cache, the code may not use AVX-512.)"""
+    if numba.config.CPU_NAME not in (None, "host"):
+        return "avx2"
     return "avx512" if llvmlite.binding.get_host_cpu_features().get("avx512f", False) else "avx2"
 
 
