@@ -124,7 +124,7 @@ def runs_input_grad(dtype, w_shape, groups, stride):
             and (MODE == "1" or all(s == 1 for s in stride)))
 
 
-# ---- the two uses --------------------------------------------------------------------------------------------------
+# ---- the three uses ------------------------------------------------------------------------------------------------
 class _Geometry:
     """The padded input's layout and the tap and position offsets of a 3-D convolution."""
 
