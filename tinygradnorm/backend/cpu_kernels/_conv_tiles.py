@@ -14,9 +14,9 @@ U = np.uint64
 
 @slp_pjit
 def tiles_16x6(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blocks, tiles, inner,
-            a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
-    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over m < inner and r < row.size of
-    A[(o + m)*a_outer + g*a_group + r*lda + blk*16 + l] x[(o + m)*x_outer + g*x_group + row[r] + col[s]]
+            samples, a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
+    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over the samples n = o*inner + m < samples (m < inner)
+    and r < row.size of A[n*a_outer + g*a_group + r*lda + blk*16 + l] x[n*x_outer + g*x_group + row[r] + col[s]]
     (+ bias[g*og + l]), for every outer index o, group g, block of 16 channels and tile of 6 columns s."""
     zero = x.dtype.type(0.0)
     for item in prange(outer * groups * blocks * tiles):
@@ -39,9 +39,9 @@ def tiles_16x6(a, x, out, bias, has_bias, row, col, out_col, outer, groups, bloc
         acc3_0 = acc3_1 = acc3_2 = acc3_3 = acc3_4 = acc3_5 = acc3_6 = acc3_7 = acc3_8 = acc3_9 = acc3_10 = acc3_11 = acc3_12 = acc3_13 = acc3_14 = acc3_15 = zero
         acc4_0 = acc4_1 = acc4_2 = acc4_3 = acc4_4 = acc4_5 = acc4_6 = acc4_7 = acc4_8 = acc4_9 = acc4_10 = acc4_11 = acc4_12 = acc4_13 = acc4_14 = acc4_15 = zero
         acc5_0 = acc5_1 = acc5_2 = acc5_3 = acc5_4 = acc5_5 = acc5_6 = acc5_7 = acc5_8 = acc5_9 = acc5_10 = acc5_11 = acc5_12 = acc5_13 = acc5_14 = acc5_15 = zero
-        for m in range(inner):
-            a_at = U((o + m) * a_outer + g * a_group + blk * 16)
-            x_at = U((o + m) * x_outer + g * x_group)
+        for sample in range(o * inner, min(o * inner + inner, samples)):
+            a_at = U(sample * a_outer + g * a_group + blk * 16)
+            x_at = U(sample * x_outer + g * x_group)
             for r in range(row.size):
                 ar = a_at + U(r * lda)
                 xr = x_at + row[r]
@@ -268,9 +268,9 @@ def tiles_16x6(a, x, out, bias, has_bias, row, col, out_col, outer, groups, bloc
 
 @slp_pjit
 def tiles_16x14(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blocks, tiles, inner,
-            a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
-    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over m < inner and r < row.size of
-    A[(o + m)*a_outer + g*a_group + r*lda + blk*16 + l] x[(o + m)*x_outer + g*x_group + row[r] + col[s]]
+            samples, a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
+    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over the samples n = o*inner + m < samples (m < inner)
+    and r < row.size of A[n*a_outer + g*a_group + r*lda + blk*16 + l] x[n*x_outer + g*x_group + row[r] + col[s]]
     (+ bias[g*og + l]), for every outer index o, group g, block of 16 channels and tile of 14 columns s."""
     zero = x.dtype.type(0.0)
     for item in prange(outer * groups * blocks * tiles):
@@ -309,9 +309,9 @@ def tiles_16x14(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blo
         acc11_0 = acc11_1 = acc11_2 = acc11_3 = acc11_4 = acc11_5 = acc11_6 = acc11_7 = acc11_8 = acc11_9 = acc11_10 = acc11_11 = acc11_12 = acc11_13 = acc11_14 = acc11_15 = zero
         acc12_0 = acc12_1 = acc12_2 = acc12_3 = acc12_4 = acc12_5 = acc12_6 = acc12_7 = acc12_8 = acc12_9 = acc12_10 = acc12_11 = acc12_12 = acc12_13 = acc12_14 = acc12_15 = zero
         acc13_0 = acc13_1 = acc13_2 = acc13_3 = acc13_4 = acc13_5 = acc13_6 = acc13_7 = acc13_8 = acc13_9 = acc13_10 = acc13_11 = acc13_12 = acc13_13 = acc13_14 = acc13_15 = zero
-        for m in range(inner):
-            a_at = U((o + m) * a_outer + g * a_group + blk * 16)
-            x_at = U((o + m) * x_outer + g * x_group)
+        for sample in range(o * inner, min(o * inner + inner, samples)):
+            a_at = U(sample * a_outer + g * a_group + blk * 16)
+            x_at = U(sample * x_outer + g * x_group)
             for r in range(row.size):
                 ar = a_at + U(r * lda)
                 xr = x_at + row[r]

@@ -44,6 +44,7 @@ from ._jit import pjit
 
 U = np.uint64
 
+_MIN_ITEMS = 32            # tiles of work, at the least, in a weight gradient (see conv_weight_grad_direct)
 MIN_ROWS = 128             # taps per tile, at the least, where the tiles run by default (see the NOTE above runs)
 LANES = 16                 # output channels per tile: one AVX-512 register of float32, two of AVX2
 COLUMNS = {"avx512": 14, "avx2": 6}      # columns per tile: 14 of the 32 AVX-512 registers, 12 of the 16 AVX2
@@ -214,7 +215,7 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
     y = empty((x.shape[0], w.shape[0]) + tuple(out), x.dtype)
     kernel(a.reshape(-1), geo.padded(x, empty), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps,
            geo.pos, _counting(p),
-           x.shape[0], groups, ogp // LANES, -(-p // columns), 1,
+           x.shape[0], groups, ogp // LANES, -(-p // columns), 1, x.shape[0],
            0, k * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            w.shape[0] * p, p, og, p)
     return y
@@ -229,11 +230,20 @@ def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, e
     p = geo.pos.size
     a = empty((n * groups * p * ogp,), x.dtype)                    # gy laid out (N, G, P, OGP)
     _channels_last(gy.reshape(-1), a, n, groups, og, p, ogp)
-    gw = np.empty(w_shape, dtype=x.dtype)
-    kernel(a, geo.padded(x, empty), gw.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps, _counting(k),
-           1, groups, ogp // LANES, -(-k // columns), n,
+    # NOTE: the samples are cut into parts, each summed into a partial gw of its own and the parts added in order, so
+    # that there are tiles enough for every thread: LeNet's second convolution has 11 tiles of 14 taps, 6 and 5 for
+    # two threads. The parts depend on the shapes only.
+    tiles = groups * (ogp // LANES) * -(-k // columns)
+    step = -(-n // max(1, min(n, -(-_MIN_ITEMS // tiles))))
+    parts = -(-n // step) if n else 1
+    partial = np.zeros((parts,) + tuple(w_shape), dtype=x.dtype)
+    kernel(a, geo.padded(x, empty), partial.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps,
+           _counting(k), parts, groups, ogp // LANES, -(-k // columns), step, n,
            groups * p * ogp, p * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
-           0, k, og, k)
+           w_shape[0] * k, k, og, k)
+    gw = partial[0]
+    for part in partial[1:]:
+        gw += part
     return gw
 
 
@@ -277,7 +287,7 @@ def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, em
         at = ((e * x_shape[3] + a) * x_shape[4] + b).reshape(-1).astype(np.uint64)
         m = md * mh * mw
         kernel(lanes.reshape(-1), gp, gx.reshape(-1), _or_empty(None, gy.dtype), False, rows, cols, at,
-               n, groups, cgp // LANES, -(-m // columns), 1,
+               n, groups, cgp // LANES, -(-m // columns), 1, n,
                0, og * len(taps) * cgp, cgp, o * chan, og * chan,
                c * math.prod(x_shape[2:]), math.prod(x_shape[2:]), cg, m)
     return gx
@@ -325,9 +335,9 @@ _SIGNATURE = '''
 
 @slp_pjit
 def tiles_{lanes}x{columns}(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blocks, tiles, inner,
-            a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
-    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over m < inner and r < row.size of
-    A[(o + m)*a_outer + g*a_group + r*lda + blk*{lanes} + l] x[(o + m)*x_outer + g*x_group + row[r] + col[s]]
+            samples, a_outer, a_group, lda, x_outer, x_group, out_outer, out_lane, og, s_count):
+    """out[o*out_outer + (g*og + l)*out_lane + out_col[s]] = Σ over the samples n = o*inner + m < samples (m < inner)
+    and r < row.size of A[n*a_outer + g*a_group + r*lda + blk*{lanes} + l] x[n*x_outer + g*x_group + row[r] + col[s]]
     (+ bias[g*og + l]), for every outer index o, group g, block of {lanes} channels and tile of {columns} columns s."""
     zero = x.dtype.type(0.0)
     for item in prange(outer * groups * blocks * tiles):
@@ -342,9 +352,9 @@ def tiles_{lanes}x{columns}(a, x, out, bias, has_bias, row, col, out_col, outer,
 
 _BODY = '''{columns_at}
 {zeros}
-        for m in range(inner):
-            a_at = U((o + m) * a_outer + g * a_group + blk * {lanes})
-            x_at = U((o + m) * x_outer + g * x_group)
+        for sample in range(o * inner, min(o * inner + inner, samples)):
+            a_at = U(sample * a_outer + g * a_group + blk * {lanes})
+            x_at = U(sample * x_outer + g * x_group)
             for r in range(row.size):
                 ar = a_at + U(r * lda)
                 xr = x_at + row[r]
