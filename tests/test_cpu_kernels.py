@@ -415,7 +415,8 @@ def test_the_compiled_kernels_put_blas_on_one_thread_and_only_they_do(jit):
 # ---- convolution: the direct tiles (conv_direct.py) ----------------------------------------------------------------
 # (x shape, weight shape, kwargs): output channels per group below, at and past a tile's 16, groups, strides,
 # dilation, padding, 1-D and 3-D, positions and taps not a multiple of a tile's columns, an empty batch, a stride
-# past the kernel (input positions that no window reads: a stride phase with no taps), padding past the windows
+# past the kernel (input positions that no window reads: a stride phase with no taps), padding past the windows,
+# and dilation and 3-D at stride 1 with few channels (the positions tiles)
 TILED = [
     ((3, 5, 9, 7), (21, 5, 3, 2), dict(padding=(1, 0), stride=(2, 1), dilation=(1, 2))),
     ((3, 6, 9, 7), (34, 3, 3, 2), dict(padding=(2, 1), groups=2)),
@@ -426,23 +427,34 @@ TILED = [
     ((0, 3, 5, 5), (16, 3, 3, 3), dict()),
     ((2, 3, 8, 9), (16, 3, 2, 2), dict(stride=3)),
     ((2, 3, 5, 5), (16, 3, 3, 3), dict(padding=3)),
+    ((2, 4, 7, 8), (6, 2, 3, 3), dict(dilation=2, padding=(2, 1), groups=2)),
+    ((2, 2, 4, 5, 6), (3, 2, 2, 3, 2), dict(padding=(1, 0, 1))),
 ]
 
 
 @pytest.fixture(params=["avx512", "avx2"])
 def tiles(monkeypatch, request):
     """The direct tiles, of each ISA's shape (both run on any x86 CPU), for every convolution they can run
-    (whatever the dtype); counts their calls."""
+    (whatever the dtype); counts their calls. (At stride 1, a group of fewer than 16 channels runs on the positions
+    tiles, any other on the channel tiles.)"""
     from tinygradnorm.backend.cpu_kernels import conv_direct
     monkeypatch.setattr(conv_direct, "MODE", "1")
     monkeypatch.setattr(conv_direct, "isa", lambda: request.param)
-    calls = {"conv_forward_direct": 0, "conv_weight_grad_direct": 0, "conv_input_grad_direct": 0}
+    calls = dict.fromkeys(("conv_forward_direct", "conv_forward_positions", "conv_weight_grad_direct",
+                           "conv_input_grad_direct", "conv_input_grad_positions"), 0)
     for name in calls:
         def counted(*args, _fn=getattr(conv_direct, name), _name=name):
             calls[_name] += 1
             return _fn(*args)
         monkeypatch.setattr(conv_direct, name, counted)
     return calls
+
+
+def _one_pass_each(calls):
+    """Whether the forward, the weight gradient and the input gradient each ran once on one kind of tile."""
+    return (calls["conv_forward_direct"] + calls["conv_forward_positions"] == 1
+            and calls["conv_weight_grad_direct"] == 1
+            and calls["conv_input_grad_direct"] + calls["conv_input_grad_positions"] == 1)
 
 
 def _conv_run(fn, arrays, kw, gy0=None, dtype=np.float64):
@@ -467,7 +479,7 @@ def test_direct_tiles_match_numpy_path(monkeypatch, tiles, x_shape, w_shape, kw)
         return out
 
     compiled, numpy_only = _both_paths(monkeypatch, run)
-    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1, "conv_input_grad_direct": 1}
+    assert _one_pass_each(tiles), tiles
     for name, a, b in zip(("y", "gx", "gw", "gb"), compiled, numpy_only):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
 
@@ -487,7 +499,7 @@ def test_transposed_conv_backward_from_the_tiles_matches_numpy_path(monkeypatch,
         return out
 
     compiled, numpy_only = _both_paths(monkeypatch, run)
-    assert tiles == {"conv_forward_direct": 1, "conv_weight_grad_direct": 1, "conv_input_grad_direct": 1}
+    assert _one_pass_each(tiles), tiles
     for name, a, b in zip(("y", "gx", "gw"), compiled, numpy_only):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
 
@@ -511,16 +523,24 @@ def test_direct_tiles_match_torch_in_float32(torch, tiles):
 
 @needs_kernels
 def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles):
-    x = R.standard_normal((6, 5, 9, 8)).astype(np.float32)
-    w = R.standard_normal((20, 5, 3, 3)).astype(np.float32)
-    gy = R.standard_normal((6, 20, 7, 6)).astype(np.float32)
+    """Three convolutions: on the channel tiles with the input gradient on the positions ones, at stride 2 (the input
+    gradient by phase), and grouped with 4 channels a group (all but the weight gradient on the positions tiles)."""
+    x = R.standard_normal((6, 8, 9, 8)).astype(np.float32)
+    gys = {}
+    convs = ((R.standard_normal((20, 8, 3, 3)), {}), (R.standard_normal((20, 8, 3, 3)), dict(stride=2)),
+             (R.standard_normal((8, 4, 3, 3)), dict(groups=2, padding=1)))
     seen = set()
     for k in (1, 2, 3):
         monkeypatch.setattr(BACKEND, "threads", k)
-        out, _ = _conv_run("conv2d", [x, w], {}, gy, dtype=np.float32)
+        out = []
+        for i, (w, kw) in enumerate(convs):
+            arrays, gy = _conv_run("conv2d", [x, w.astype(np.float32)], kw, gys.get(i), dtype=np.float32)
+            gys[i] = gy
+            out += arrays
         seen.add(b"".join(a.tobytes() for a in out))
-    assert len(seen) == 1 and tiles == {"conv_forward_direct": 3, "conv_weight_grad_direct": 3,
-                                        "conv_input_grad_direct": 3}
+    assert len(seen) == 1
+    assert tiles == {"conv_forward_direct": 6, "conv_forward_positions": 3, "conv_weight_grad_direct": 9,
+                     "conv_input_grad_direct": 3, "conv_input_grad_positions": 6}
 
 
 @needs_kernels

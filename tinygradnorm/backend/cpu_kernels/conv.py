@@ -41,6 +41,9 @@ class ConvKernels:
             _depthwise_forward(x.reshape(-1), w.reshape(-1), _or_empty(b, x.dtype), b is not None, y.reshape(-1),
                                *_depthwise_dims(x.shape, w.shape, out, stride, padding, dilation))
             return y
+        if conv_direct.runs_forward_positions(x.dtype, w.shape, groups, stride):
+            self.thread_count()
+            return conv_direct.conv_forward_positions(x, w, b, padding, dilation, out, groups, self.empty)
         if conv_direct.runs_forward(x.dtype, w.shape, groups):
             self.thread_count()
             return conv_direct.conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, self.empty)
@@ -66,7 +69,9 @@ class ConvKernels:
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
         direct_gw = need_gw and conv_direct.runs_forward(x.dtype, w.shape, groups)
-        direct_gx = need_gx and conv_direct.runs_input_grad(x.dtype, w.shape, groups, stride)
+        positions_gx = need_gx and conv_direct.runs_input_grad_positions(x.dtype, w.shape, groups, stride, padding,
+                                                                          dilation)
+        direct_gx = positions_gx or (need_gx and conv_direct.runs_input_grad(x.dtype, w.shape, groups, stride))
         if not (direct_gw or direct_gx):
             return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw,
                                       need_gb)[1:]
@@ -77,7 +82,9 @@ class ConvKernels:
         gw = gx = None
         if direct_gw:
             gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.empty)
-        if direct_gx:
+        if positions_gx:
+            gx = conv_direct.conv_input_grad_positions(gy, w, x.shape, padding, dilation, groups, self.empty)
+        elif direct_gx:
             gx = conv_direct.conv_input_grad_direct(gy, w, x.shape, stride, padding, dilation, groups, self.empty)
         if (need_gx and not direct_gx) or (need_gw and not direct_gw):
             _, gx_, gw_, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False,

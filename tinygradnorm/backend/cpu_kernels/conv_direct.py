@@ -25,6 +25,10 @@ call, and threads take whole tiles, so no bit depends on the thread count.
 
 The input's gradient is made of the same tiles, one stride phase at a time (``conv_input_grad_direct``).
 
+Where a group has fewer than 16 output channels, most of such a tile would be zeros. At stride 1 those run on the
+positions tiles instead (``conv_forward_positions``): the lanes hold 16 neighbouring outputs of one channel, each
+tap loads 16 neighbouring inputs as one vector, and a tile is 8 channels (AVX-512) or 4 (AVX2).
+
 The kernels themselves are in ``_conv_tiles.py``, written out by this module (``write_tiles()`` rewrites it): a
 tile's T*L accumulators are T*L scalar variables there, and LLVM's SLP vectorizer packs each column's L into one
 register (see ``slp_compiled``).
@@ -48,6 +52,8 @@ _MIN_ITEMS = 32            # tiles of work, at the least, in a weight gradient (
 MIN_ROWS = 128             # taps per tile, at the least, where the tiles run by default (see the NOTE above runs)
 LANES = 16                 # output channels per tile: one AVX-512 register of float32, two of AVX2
 COLUMNS = {"avx512": 14, "avx2": 6}      # columns per tile: 14 of the 32 AVX-512 registers, 12 of the 16 AVX2
+POSITIONS = 16             # the positions tiles' lanes: output positions along a row
+POSITION_CHANNELS = {"avx512": 8, "avx2": 4}    # their channels: 8 AVX-512 registers, or 4 x 2 AVX2 ones
 
 
 @functools.cache
@@ -98,6 +104,12 @@ def slp_pjit(fn):
 # the tiles run by default with 16 or more channels and MIN_ROWS or more taps. The input's gradient at stride 2, by
 # phase, lost too (3x3 stride 2: 2.3 -> 3.0; a transposed 1-D convolution's forward 0.25 -> 0.49; 2-D 1.42 -> 1.48),
 # so it runs on the tiles only at stride 1, unless TINYGRADNORM_CONV_DIRECT=1.
+#
+# The positions tiles (16 neighbouring outputs in the lanes, 8 channels) take the stride-1 cases of fewer than 16
+# channels per group. Measured the same way: grouped g=4 (8 channels) forward 2.38 -> 1.65 and input gradient
+# 1.40 -> 0.95; the 3-D case's input gradient (8 channels) 2.88 -> 1.58; LeNet's conv1 forward (6 channels) 0.65
+# -> 0.65. LeNet's conv2's input gradient (6 channels, a wide grid of 16 columns for 12) lost, 0.95 -> 1.70, so by
+# default the input gradient runs on them only with a whole number of 8-channel blocks.
 MODE = os.environ.get("TINYGRADNORM_CONV_DIRECT", "auto")       # "auto", "1" (wherever they can) or "0" (never)
 
 
@@ -123,6 +135,28 @@ def runs_input_grad(dtype, w_shape, groups, stride):
     """Whether the tiles run the input's gradient (whose tiles have C/G channels and O/G times the kernel's rows)."""
     return (runs(dtype, w_shape[1], w_shape[0] // groups * math.prod(w_shape[2:]))
             and (MODE == "1" or all(s == 1 for s in stride)))
+
+
+def _positions_can(dtype, stride):
+    if MODE == "0":
+        return False
+    if MODE not in ("1", "auto"):
+        runs(dtype, 0, 0)                                 # the error that names the setting
+    return all(s == 1 for s in stride) and (MODE == "1" or (isa() == "avx512" and dtype == np.float32))
+
+
+def runs_forward_positions(dtype, w_shape, groups, stride):
+    """Whether the positions tiles run the forward: stride 1, and fewer than 16 output channels per group (where the
+    channel tiles waste most of each tile)."""
+    return w_shape[0] // groups < LANES and _positions_can(dtype, stride)
+
+
+def runs_input_grad_positions(dtype, w_shape, groups, stride, padding, dilation):
+    """Whether the positions tiles run the input's gradient: stride 1, fewer than 16 input channels per group (by
+    default only a whole number of tiles of them), and gy's padding d(k - 1) - p not negative."""
+    cg = w_shape[1]
+    return (cg < LANES and (MODE == "1" or cg % POSITION_CHANNELS[isa()] == 0) and _positions_can(dtype, stride)
+            and all(p <= d * (k - 1) for k, p, d in zip(w_shape[2:], padding, dilation)))
 
 
 # ---- the three uses ------------------------------------------------------------------------------------------------
@@ -293,6 +327,65 @@ def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, em
     return gx
 
 
+def conv_forward_positions(x, w, b, padding, dilation, out, groups, empty):
+    """conv_forward_direct at stride 1 with the positions in the lanes: for groups of fewer than 16 channels."""
+    return _positions(x, w, b, padding, dilation, out, groups, empty)
+
+
+def conv_input_grad_positions(gy, w, x_shape, padding, dilation, groups, empty):
+    """conv_input_grad_direct at stride 1 on the positions tiles: the convolution of gy, padded by d(k - 1) - p, with
+    each group's w flipped along every spatial axis and its two channel axes swapped."""
+    o, cg = w.shape[:2]
+    flipped = w.reshape((groups, o // groups, cg) + w.shape[2:]).swapaxes(1, 2)[..., ::-1, ::-1, ::-1]
+    flipped = np.ascontiguousarray(flipped).reshape((groups * cg, o // groups) + w.shape[2:])
+    pad = tuple(d * (k - 1) - p for k, p, d in zip(w.shape[2:], padding, dilation))
+    return _positions(gy, flipped, None, pad, dilation, tuple(x_shape[2:]), groups, empty)
+
+
+def _positions(x, w, b, padding, dilation, out, groups, empty):
+    """The positions tiles' convolution (stride 1).
+
+    At stride 1, output (e, a, b) reads the padded input from its offset (e*HP + a)*WP + b, so the outputs are one
+    "wide grid" of (OD - 1)*HP + OH rows of WP: a tile of 16 neighbours on it reads 16 neighbouring inputs for each
+    tap, one vector. The grid's positions past a row's OW (and the rows between planes) are computed and dropped."""
+    n, c = x.shape[:2]
+    o, cg = w.shape[:2]
+    og = o // groups
+    chans, kernel = POSITION_CHANNELS[isa()], _position_kernel()
+    ogp = -(-og // chans) * chans
+    lo = tuple(padding)
+    dp, hp, wp = (size + 2 * p for size, p in zip(x.shape[2:], padding))
+    chan = dp * hp * wp
+    q, i, j = np.ix_(np.arange(w.shape[2]), np.arange(w.shape[3]), np.arange(w.shape[4]))
+    one_channel = (q * dilation[0] * hp * wp + i * dilation[1] * wp + j * dilation[2]).reshape(-1)
+    rows = (np.arange(cg)[:, None] * chan + one_channel).reshape(-1).astype(np.uint64)
+    span = ((out[0] - 1) * hp + out[1]) * wp                 # the wide grid
+    tiles = -(-span // POSITIONS)
+    # the padded input, with room after it for the last tile's reads past the grid
+    xp = empty((n * c * chan + tiles * POSITIONS + POSITIONS,), x.dtype)
+    xp[n * c * chan:] = 0
+    if any(lo):
+        _pad(x.reshape(-1), xp, n * c, *x.shape[2:], *lo, dp, hp, wp)
+    else:
+        xp[:n * c * chan] = x.reshape(-1)
+    a = np.zeros((groups, rows.size, ogp), dtype=x.dtype)
+    a[:, :, :og] = w.reshape(groups, og, -1).transpose(0, 2, 1)
+    out_sample = tiles * POSITIONS
+    wide = empty((n, o, out_sample), x.dtype)
+    kernel(a.reshape(-1), xp, wide.reshape(-1), _or_empty(b, x.dtype), b is not None, rows, n, groups, ogp // chans,
+           tiles, og, ogp, c * chan, cg * chan, out_sample)
+    grid = np.lib.stride_tricks.as_strided(wide, (n, o) + tuple(out),
+                                           wide.strides[:2] + tuple(s * wide.itemsize for s in (hp * wp, wp, 1)))
+    y = empty((n, o) + tuple(out), x.dtype)
+    y[...] = grid
+    return y
+
+
+def _position_kernel():
+    from . import _conv_tiles
+    return _conv_tiles.POSITION_KERNELS[isa()]
+
+
 def _phases(size, k, s, p, d):
     """Along one dim of an input of this size: (r, how many positions s*m + r there are, [(tap, gy offset)]) for
     each phase r < s."""
@@ -386,11 +479,66 @@ def tiles_source(lanes, columns):
                            columns_body="\n".join(body), tile_stores=tile_stores))
 
 
+_POSITIONS = '''
+
+@slp_pjit
+def positions_{width}x{chans}(w, x, wide, bias, has_bias, row, samples, groups, blocks, tiles, og, ogp, x_sample,
+            x_group, out_sample):
+    """wide[(n*G*og + g*og + blk*{chans} + c)*out_sample + t] = Σ_r w[(g*row.size + r)*ogp + blk*{chans} + c]
+    x[n*x_sample + g*x_group + row[r] + t] (+ bias), for every sample n, group g, block of {chans} channels c and
+    tile of {width} positions t."""
+    zero = x.dtype.type(0.0)
+    k_ = row.size
+    for item in prange(samples * groups * blocks * tiles):
+        t = item % tiles
+        blk = item // tiles % blocks
+        g = item // (tiles * blocks) % groups
+        n = item // (tiles * blocks * groups)
+        t0 = U(t * {width})
+        x_at = U(n * x_sample + g * x_group) + t0
+        w_at = U(g * k_ * ogp + blk * {chans})
+        valid = min({chans}, og - blk * {chans})        # the block's channels that are the group's
+{biases}
+{zeros}
+        for r in range(k_):
+            xr = x_at + row[r]
+            wr = w_at + U(r * ogp)
+{loads}
+{body}
+        out = U((n * groups * og + g * og + blk * {chans}) * out_sample) + t0
+{stores}
+'''
+
+
+def positions_source(width, chans):
+    """The source of positions_{width}x{chans}: a tile of {chans} channels by {width} neighbouring positions, each
+    channel's {width} sums one vector register (the positions in the lanes, for groups of few channels)."""
+    acc = [[f"acc{c}_{t}" for t in range(width)] for c in range(chans)]
+    pad = " " * 8
+    biases = "\n".join(f"{pad}b{c} = bias[g * og + blk * {chans} + {c}] if has_bias and {c} < valid else zero"
+                       for c in range(chans))
+    zeros = "\n".join(pad + " = ".join(row) + " = zero" for row in acc)
+    loads = "\n".join(f"{pad}    v{t} = x[xr + U({t})]" for t in range(width))
+    body = []
+    for c in range(chans):
+        body.append(f"{pad}    w{c} = w[wr + U({c})]")
+        body.extend(f"{pad}    {acc[c][t]} += w{c} * v{t}" for t in range(width))
+    stores = []
+    for c in range(chans):
+        stores.append(f"{pad}if {c} < valid:")
+        stores.extend(f"{pad}    wide[out + U({c} * out_sample + {t})] = {acc[c][t]} + b{c}" for t in range(width))
+    return _POSITIONS.format(width=width, chans=chans, biases=biases, zeros=zeros, loads=loads, body="\n".join(body),
+                             stores="\n".join(stores))
+
+
 def tiles_module():
     """The text of _conv_tiles.py."""
     kernels = "".join(tiles_source(LANES, columns) for columns in sorted(set(COLUMNS.values())))
+    kernels += "".join(positions_source(POSITIONS, chans) for chans in sorted(set(POSITION_CHANNELS.values())))
     table = ", ".join(f'"{isa}": tiles_{LANES}x{columns}' for isa, columns in COLUMNS.items())
     table = "\n\nKERNELS = {" + table + "}\n"
+    positions = ", ".join(f'"{isa}": positions_{POSITIONS}x{chans}' for isa, chans in POSITION_CHANNELS.items())
+    table += "POSITION_KERNELS = {" + positions + "}\n"
     return _HEADER + kernels + table
 
 
