@@ -470,7 +470,11 @@ def _conv_run(fn, arrays, kw, gy0=None, dtype=np.float64):
 @pytest.mark.parametrize("x_shape, w_shape, kw", TILED)
 def test_direct_tiles_match_numpy_path(monkeypatch, tiles, x_shape, w_shape, kw):
     arrays = [R.standard_normal(x_shape), R.standard_normal(w_shape), R.standard_normal(w_shape[0])]
-    fn = f"conv{len(x_shape) - 2}d"
+    _tiles_match_numpy_path(monkeypatch, tiles, f"conv{len(x_shape) - 2}d", arrays, kw, ("y", "gx", "gw", "gb"))
+
+
+def _tiles_match_numpy_path(monkeypatch, tiles, fn, arrays, kw, names):
+    """F.<fn>'s output and gradients, float64, on the tiles (each pass once) and on the NumPy path alone."""
     gy = []
 
     def run():
@@ -480,7 +484,7 @@ def test_direct_tiles_match_numpy_path(monkeypatch, tiles, x_shape, w_shape, kw)
 
     compiled, numpy_only = _both_paths(monkeypatch, run)
     assert _one_pass_each(tiles), tiles
-    for name, a, b in zip(("y", "gx", "gw", "gb"), compiled, numpy_only):
+    for name, a, b in zip(names, compiled, numpy_only):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
@@ -491,17 +495,7 @@ def test_transposed_conv_backward_from_the_tiles_matches_numpy_path(monkeypatch,
     """A transposed convolution's forward is the tiles' input gradient, and its backward their forward and weight
     gradient in place of its one pass."""
     arrays = [R.standard_normal(x_shape), R.standard_normal(w_shape)]
-    gy = []
-
-    def run():
-        out, g = _conv_run(fn, arrays, kw, gy[0] if gy else None)
-        gy.append(g)
-        return out
-
-    compiled, numpy_only = _both_paths(monkeypatch, run)
-    assert _one_pass_each(tiles), tiles
-    for name, a, b in zip(("y", "gx", "gw"), compiled, numpy_only):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+    _tiles_match_numpy_path(monkeypatch, tiles, fn, arrays, kw, ("y", "gx", "gw"))
 
 
 @needs_kernels

@@ -138,6 +138,7 @@ def runs_input_grad(dtype, w_shape, groups, stride):
 
 
 def _positions_can(dtype, stride):
+    """Whether the setting, the stride (1) and, by default, the CPU and dtype let the positions tiles run."""
     if MODE == "0":
         return False
     if MODE not in ("1", "auto"):
