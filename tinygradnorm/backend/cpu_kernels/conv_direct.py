@@ -185,16 +185,28 @@ class _Geometry:
         return _padded(x, self.padding, self.padding, empty)
 
 
-def _padded(a, lo, hi, empty):
-    """a (N, C, D, H, W) with lo[i] zeros before and hi[i] after along spatial dim i, flat (a itself, flat, where
-    there are none). ``empty`` is the kernels' recycled memory: a training step pads arrays of the same sizes."""
-    if not any(lo) and not any(hi):
+def _padded(a, lo, hi, empty, tail=0):
+    """a (N, C, D, H, W) with lo[i] zeros before and hi[i] after along spatial dim i, flat, and ``tail`` zeros after
+    it all (a itself, flat, where there are none). ``empty`` is the kernels' recycled memory: a training step pads
+    arrays of the same sizes."""
+    if not any(lo) and not any(hi) and not tail:
         return a.reshape(-1)
     n, c, d, h, w = a.shape
     dp, hp, wp = (size + l + r for size, l, r in zip(a.shape[2:], lo, hi))
-    out = empty((n * c * dp * hp * wp,), a.dtype)
+    size = n * c * dp * hp * wp
+    out = empty((size + tail,), a.dtype)
+    out[size:] = 0
     _pad(a.reshape(-1), out, n * c, d, h, w, *lo, dp, hp, wp)
     return out
+
+
+def _lanes_last(w, groups, padded):
+    """w (O, C/G, ...) laid out (G, C/G*prod(kernel), padded): each tap's output channels contiguous, zeros past
+    the group's O/G."""
+    og = w.shape[0] // groups
+    a = np.zeros((groups, math.prod(w.shape[1:]), padded), dtype=w.dtype)
+    a[:, :, :og] = w.reshape(groups, og, -1).transpose(0, 2, 1)
+    return a
 
 
 @pjit
@@ -244,8 +256,7 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
     kernel, columns = _kernel()
     k, og = geo.taps.size, geo.og
     ogp = -(-og // LANES) * LANES
-    a = np.zeros((groups, k, ogp), dtype=x.dtype)             # W laid out (G, K, OGP), zeros past the group's
-    a[:, :, :og] = w.reshape(groups, og, k).transpose(0, 2, 1)
+    a = _lanes_last(w, groups, ogp)
     p = geo.pos.size
     y = empty((x.shape[0], w.shape[0]) + tuple(out), x.dtype)
     kernel(a.reshape(-1), geo.padded(x, empty), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps,
@@ -354,27 +365,17 @@ def _positions(x, w, b, padding, dilation, out, groups, empty):
     og = o // groups
     chans, kernel = POSITION_CHANNELS[isa()], _position_kernel()
     ogp = -(-og // chans) * chans
-    lo = tuple(padding)
-    dp, hp, wp = (size + 2 * p for size, p in zip(x.shape[2:], padding))
-    chan = dp * hp * wp
-    q, i, j = np.ix_(np.arange(w.shape[2]), np.arange(w.shape[3]), np.arange(w.shape[4]))
-    one_channel = (q * dilation[0] * hp * wp + i * dilation[1] * wp + j * dilation[2]).reshape(-1)
-    rows = (np.arange(cg)[:, None] * chan + one_channel).reshape(-1).astype(np.uint64)
+    geo = _Geometry(x.shape, w.shape, (1, 1, 1), padding, dilation, out, groups)
+    hp, wp, chan = geo.hp, geo.wp, geo.chan
     span = ((out[0] - 1) * hp + out[1]) * wp                 # the wide grid
     tiles = -(-span // POSITIONS)
     # the padded input, with room after it for the last tile's reads past the grid
-    xp = empty((n * c * chan + tiles * POSITIONS + POSITIONS,), x.dtype)
-    xp[n * c * chan:] = 0
-    if any(lo):
-        _pad(x.reshape(-1), xp, n * c, *x.shape[2:], *lo, dp, hp, wp)
-    else:
-        xp[:n * c * chan] = x.reshape(-1)
-    a = np.zeros((groups, rows.size, ogp), dtype=x.dtype)
-    a[:, :, :og] = w.reshape(groups, og, -1).transpose(0, 2, 1)
+    xp = _padded(x, padding, padding, empty, tail=(tiles + 1) * POSITIONS)
+    a = _lanes_last(w, groups, ogp)
     out_sample = tiles * POSITIONS
     wide = empty((n, o, out_sample), x.dtype)
-    kernel(a.reshape(-1), xp, wide.reshape(-1), _or_empty(b, x.dtype), b is not None, rows, n, groups, ogp // chans,
-           tiles, og, ogp, c * chan, cg * chan, out_sample)
+    kernel(a.reshape(-1), xp, wide.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps, n, groups,
+           ogp // chans, tiles, og, ogp, c * chan, cg * chan, out_sample)
     grid = np.lib.stride_tricks.as_strided(wide, (n, o) + tuple(out),
                                            wide.strides[:2] + tuple(s * wide.itemsize for s in (hp * wp, wp, 1)))
     y = empty((n, o) + tuple(out), x.dtype)
