@@ -72,6 +72,23 @@ def test_kernel_backed_ops_on_the_numpy_path(monkeypatch, key, info, kind):
     _check(key, outcomes)
 
 
+CONVS = [(k, i, "op") for k, i in OPS if "conv" in k] + [(k, i, "module") for k, i in MODULES if "Conv" in k]
+
+
+@pytest.mark.parametrize("key, info, kind", CONVS, ids=[c[0] for c in CONVS])
+def test_convolutions_on_the_direct_tiles(monkeypatch, key, info, kind):
+    """PyTorch's own convolution inputs, float32 and float64, with conv_direct's tiles forced on wherever they can
+    run (by default they run only on AVX-512 CPUs, in float32); and the second derivatives."""
+    pytest.importorskip("numba")
+    from tinygradnorm.backend.cpu_kernels import conv_direct
+    monkeypatch.setattr(conv_direct, "MODE", "1")
+    for dtype in D.DTYPES:
+        _check(key, D.op_outcomes(key, info, dtype, torch) if kind == "op" else
+               D.module_outcomes(key, info, dtype, torch))
+    _check(key, D.op_second_order_outcomes(key, info, torch) if kind == "op" else
+           D.module_second_order_outcomes(key, info, torch))
+
+
 @pytest.mark.parametrize("key, info", OPS, ids=[k for k, _ in OPS])
 def test_op_second_derivatives_match_torch(key, info):
     """Every float64 sample where PyTorch has a double backward: the first gradients with create_graph=True and the
