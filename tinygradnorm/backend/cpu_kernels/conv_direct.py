@@ -447,14 +447,10 @@ def tiles_{lanes}x{columns}(a, x, out, bias, has_bias, row, col, out_col, outer,
 
 _BODY = '''{columns_at}
 {zeros}
-        for sample in range(o * inner, min(o * inner + inner, samples)):
-            a_at = U(sample * a_outer + g * a_group + blk * {lanes})
-            x_at = U(sample * x_outer + g * x_group)
-            for r in range(row.size):
-                ar = a_at + U(r * lda)
-                xr = x_at + row[r]
-{a_loads}
-{columns_body}
+        if {neighbours}:              # the columns are neighbours: x at fixed offsets from one index
+{samples_neighbours}
+        else:
+{samples}
 {tile_stores}
         for l in range(min({lanes}, og - blk * {lanes})):
             add = bias[o0 + l] if has_bias else zero
@@ -463,22 +459,43 @@ _BODY = '''{columns_at}
                 out[at + out_col[s0 + s]] = tile[s * {lanes} + l] + add
 '''
 
+_SAMPLES = '''for sample in range(o * inner, min(o * inner + inner, samples)):
+    a_at = U(sample * a_outer + g * a_group + blk * {lanes})
+    x_at = U(sample * x_outer + g * x_group){x_from}
+    for r in range(row.size):
+        ar = a_at + U(r * lda)
+        xr = x_at + row[r]
+{a_loads}
+{columns_body}'''
 
+
+# NOTE: the tiles' columns are neighbours in most tiles of a stride-1 forward or input gradient (all of them where a
+# row of outputs is a whole number of tiles). The loop for those reads x at fixed offsets from one index, where the
+# general loop keeps each column's offset in an integer register: 14 of them and the loop's own were more than the
+# CPU's 16, and the spilled ones were reloaded every row. On a 3x3 forward, 32 -> 32 channels on 28 x 28, the loop
+# for neighbours ran 8-15% faster (2.7-3.2 against 3.1-3.6 ms, in alternation on two cores).
 def tiles_source(lanes, columns):
-    """The source of tiles_{lanes}x{columns}: the tile's accumulators acc{s}_{l} written out as scalars."""
+    """The source of tiles_{lanes}x{columns}: the tile's accumulators acc{s}_{l} written out as scalars, summed by one
+    of two copies of the loop over the rows: for columns that are neighbours, or for any."""
     acc = [[f"acc{s}_{l}" for l in range(lanes)] for s in range(columns)]
     columns_at = "\n".join(f"        c{s} = col[min(s0 + {s}, s_count - 1)]" for s in range(columns))
     zeros = "\n".join("        " + " = ".join(acc[s]) + " = zero" for s in range(columns))
-    a_loads = "\n".join(f"                lane{l} = a[ar + U({l})]" for l in range(lanes))
-    body = []
-    for s in range(columns):
-        body.append(f"                v{s} = x[xr + c{s}]")
-        body.extend(f"                {acc[s][l]} += v{s} * lane{l}" for l in range(lanes))
+    neighbours = " and ".join([f"s0 + {columns - 1} < s_count"] + [f"c{s} == c0 + {s}" for s in range(1, columns)])
+    a_loads = "\n".join(f"        lane{l} = a[ar + U({l})]" for l in range(lanes))
+
+    def samples(x_from, column):
+        body = []
+        for s in range(columns):
+            body.append(f"        v{s} = x[xr + {column(s)}]")
+            body.extend(f"        {acc[s][l]} += v{s} * lane{l}" for l in range(lanes))
+        text = _SAMPLES.format(lanes=lanes, x_from=x_from, a_loads=a_loads, columns_body="\n".join(body))
+        return "\n".join(" " * 12 + line for line in text.split("\n"))
     tile_stores = "\n".join(f"        tile[{s * lanes + l}] = {acc[s][l]}"
                             for s in range(columns) for l in range(lanes))
     return (_SIGNATURE.format(lanes=lanes, columns=columns, size=lanes * columns)
-            + _BODY.format(lanes=lanes, columns=columns, columns_at=columns_at, zeros=zeros, a_loads=a_loads,
-                           columns_body="\n".join(body), tile_stores=tile_stores))
+            + _BODY.format(lanes=lanes, columns=columns, columns_at=columns_at, zeros=zeros, neighbours=neighbours,
+                           samples_neighbours=samples(" + c0", lambda s: f"U({s})"),
+                           samples=samples("", lambda s: f"c{s}"), tile_stores=tile_stores))
 
 
 _POSITIONS = '''
