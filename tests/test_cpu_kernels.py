@@ -429,6 +429,9 @@ TILED = [
     ((2, 3, 5, 5), (16, 3, 3, 3), dict(padding=3)),
     ((2, 4, 7, 8), (6, 2, 3, 3), dict(dilation=2, padding=(2, 1), groups=2)),
     ((2, 2, 4, 5, 6), (3, 2, 2, 3, 2), dict(padding=(1, 0, 1))),
+    # rows of outputs longer than a tile: tiles whose columns (and outputs) are neighbours, or every other input
+    ((2, 3, 3, 30), (16, 3, 2, 3), dict(padding=(0, 1))),
+    ((2, 3, 6, 29), (17, 3, 3, 3), dict(stride=(1, 2), padding=(0, 1))),
 ]
 
 

@@ -449,14 +449,24 @@ _BODY = '''{columns_at}
 {zeros}
         if {neighbours}:              # the columns are neighbours: x at fixed offsets from one index
 {samples_neighbours}
+        elif {every_other}:           # every other element (a forward at stride 2)
+{samples_every_other}
         else:
 {samples}
 {tile_stores}
-        for l in range(min({lanes}, og - blk * {lanes})):
-            add = bias[o0 + l] if has_bias else zero
-            at = U(o * out_outer + (o0 + l) * out_lane)
-            for s in range(min({columns}, s_count - s0)):
-                out[at + out_col[s0 + s]] = tile[s * {lanes} + l] + add
+        oc0 = out_col[s0]
+        if {out_neighbours}:          # the tile's outputs are neighbours too: a loop of fixed length, no lookups
+            for l in range(min({lanes}, og - blk * {lanes})):
+                add = bias[o0 + l] if has_bias else zero
+                at = U(o * out_outer + (o0 + l) * out_lane) + oc0
+                for s in range({columns}):
+                    out[at + U(s)] = tile[s * {lanes} + l] + add
+        else:
+            for l in range(min({lanes}, og - blk * {lanes})):
+                add = bias[o0 + l] if has_bias else zero
+                at = U(o * out_outer + (o0 + l) * out_lane)
+                for s in range(min({columns}, s_count - s0)):
+                    out[at + out_col[s0 + s]] = tile[s * {lanes} + l] + add
 '''
 
 _SAMPLES = '''for sample in range(o * inner, min(o * inner + inner, samples)):
@@ -469,18 +479,27 @@ _SAMPLES = '''for sample in range(o * inner, min(o * inner + inner, samples)):
 {columns_body}'''
 
 
-# NOTE: the tiles' columns are neighbours in most tiles of a stride-1 forward or input gradient (all of them where a
-# row of outputs is a whole number of tiles). The loop for those reads x at fixed offsets from one index, where the
-# general loop keeps each column's offset in an integer register: 14 of them and the loop's own were more than the
-# CPU's 16, and the spilled ones were reloaded every row. On a 3x3 forward, 32 -> 32 channels on 28 x 28, the loop
-# for neighbours ran 8-15% faster (2.7-3.2 against 3.1-3.6 ms, in alternation on two cores).
+# NOTE: a tile's columns are neighbours in most tiles of a stride-1 forward or input gradient (all of them where a row
+# of outputs is a whole number of tiles), and every other input in most of a stride-2 forward's. The row loop for
+# those reads x at fixed offsets from one index, where the general loop keeps each column's offset in an integer
+# register: 14 of them and the loop's own are more than the CPU's 16, and the spilled ones are reloaded every row.
+# Likewise a tile whose outputs are neighbours is stored by loops of fixed length, with no lookups in out_col: the
+# general store was a quarter of a 3x3 forward's time (32 -> 32 channels, 288 taps to a tile; with no store at all
+# it ran at 86-93 GFLOP/s on one core, with the general store at 68-79, with the fixed one at 80-92). Measured on two
+# cores against the general loops (each also with the fixed store), the copies for neighbours and every other
+# input made the 3x3 forward 0.81x as long, its input gradient 0.81x, the stride-2 forward 0.80x. Each copy costs
+# compile time: the AVX-512 kernel compiles in 38 s with all three (7 s with the general loop alone), once, into
+# Numba's cache.
 def tiles_source(lanes, columns):
     """The source of tiles_{lanes}x{columns}: the tile's accumulators acc{s}_{l} written out as scalars, summed by one
     of two copies of the loop over the rows: for columns that are neighbours, or for any."""
     acc = [[f"acc{s}_{l}" for l in range(lanes)] for s in range(columns)]
     columns_at = "\n".join(f"        c{s} = col[min(s0 + {s}, s_count - 1)]" for s in range(columns))
     zeros = "\n".join("        " + " = ".join(acc[s]) + " = zero" for s in range(columns))
-    neighbours = " and ".join([f"s0 + {columns - 1} < s_count"] + [f"c{s} == c0 + {s}" for s in range(1, columns)])
+    def spaced(step, name="c", first="c0"):
+        return " and ".join([f"s0 + {columns - 1} < s_count"] +
+                            [f"{name(s) if callable(name) else name + str(s)} == {first} + {step * s}"
+                             for s in range(1, columns)])
     a_loads = "\n".join(f"        lane{l} = a[ar + U({l})]" for l in range(lanes))
 
     def samples(x_from, column):
@@ -493,9 +512,11 @@ def tiles_source(lanes, columns):
     tile_stores = "\n".join(f"        tile[{s * lanes + l}] = {acc[s][l]}"
                             for s in range(columns) for l in range(lanes))
     return (_SIGNATURE.format(lanes=lanes, columns=columns, size=lanes * columns)
-            + _BODY.format(lanes=lanes, columns=columns, columns_at=columns_at, zeros=zeros, neighbours=neighbours,
-                           samples_neighbours=samples(" + c0", lambda s: f"U({s})"),
-                           samples=samples("", lambda s: f"c{s}"), tile_stores=tile_stores))
+            + _BODY.format(lanes=lanes, columns=columns, columns_at=columns_at, zeros=zeros, neighbours=spaced(1),
+                           samples_neighbours=samples(" + c0", lambda s: f"U({s})"), every_other=spaced(2),
+                           samples_every_other=samples(" + c0", lambda s: f"U({2 * s})"),
+                           samples=samples("", lambda s: f"c{s}"), tile_stores=tile_stores,
+                           out_neighbours=spaced(1, lambda s: f"out_col[s0 + {s}]", "oc0")))
 
 
 _POSITIONS = '''
