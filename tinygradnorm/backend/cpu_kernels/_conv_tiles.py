@@ -517,6 +517,12 @@ def tiles_16x6(a, x, out, bias, has_bias, row, col, out_col, outer, groups, bloc
                 at = U(o * out_outer + (o0 + l) * out_lane) + oc0
                 for s in range(6):
                     out[at + U(s)] = tile[s * 16 + l] + add
+        elif s0 + 5 < s_count and out_col[s0 + 1] == oc0 + 2 and out_col[s0 + 2] == oc0 + 4 and out_col[s0 + 3] == oc0 + 6 and out_col[s0 + 4] == oc0 + 8 and out_col[s0 + 5] == oc0 + 10:       # or every other one (an input gradient's phase, at stride 2)
+            for l in range(min(16, og - blk * 16)):
+                add = bias[o0 + l] if has_bias else zero
+                at = U(o * out_outer + (o0 + l) * out_lane) + oc0
+                for s in range(6):
+                    out[at + U(2 * s)] = tile[s * 16 + l] + add
         else:
             for l in range(min(16, og - blk * 16)):
                 add = bias[o0 + l] if has_bias else zero
@@ -1582,6 +1588,12 @@ def tiles_16x14(a, x, out, bias, has_bias, row, col, out_col, outer, groups, blo
                 at = U(o * out_outer + (o0 + l) * out_lane) + oc0
                 for s in range(14):
                     out[at + U(s)] = tile[s * 16 + l] + add
+        elif s0 + 13 < s_count and out_col[s0 + 1] == oc0 + 2 and out_col[s0 + 2] == oc0 + 4 and out_col[s0 + 3] == oc0 + 6 and out_col[s0 + 4] == oc0 + 8 and out_col[s0 + 5] == oc0 + 10 and out_col[s0 + 6] == oc0 + 12 and out_col[s0 + 7] == oc0 + 14 and out_col[s0 + 8] == oc0 + 16 and out_col[s0 + 9] == oc0 + 18 and out_col[s0 + 10] == oc0 + 20 and out_col[s0 + 11] == oc0 + 22 and out_col[s0 + 12] == oc0 + 24 and out_col[s0 + 13] == oc0 + 26:       # or every other one (an input gradient's phase, at stride 2)
+            for l in range(min(16, og - blk * 16)):
+                add = bias[o0 + l] if has_bias else zero
+                at = U(o * out_outer + (o0 + l) * out_lane) + oc0
+                for s in range(14):
+                    out[at + U(2 * s)] = tile[s * 16 + l] + add
         else:
             for l in range(min(16, og - blk * 16)):
                 add = bias[o0 + l] if has_bias else zero

@@ -102,8 +102,11 @@ def slp_pjit(fn):
 # and where a tile has few taps to sum, so that its own costs (the columns' offsets, 14 x 16 sums to start and to
 # store) weigh: a 1x1 kernel's 64 (1.77 -> 3.06), a transposed 1-D convolution's backward, 64 (0.55 -> 0.70). So
 # the tiles run by default with 16 or more channels and MIN_ROWS or more taps. The input's gradient at stride 2, by
-# phase, lost too (3x3 stride 2: 2.3 -> 3.0; a transposed 1-D convolution's forward 0.25 -> 0.49; 2-D 1.42 -> 1.48),
-# so it runs on the tiles only at stride 1, unless TINYGRADNORM_CONV_DIRECT=1.
+# phase, lost too while every tile was stored through the out_col table (3x3 stride 2: 2.3 -> 3.0; a transposed 2-D
+# convolution's forward 1.41 -> 1.52). Stored by fixed loops to every other output (see tiles_source), it won: 2.36
+# -> 2.32 and 2.33 -> 2.20, 1.46 -> 1.31 and 1.69 -> 1.31, in two runs of six rounds; a transposed 1-D
+# convolution's forward, 64 taps to a phase, still lost (0.26 -> 0.33). So by default the input's gradient runs on
+# the tiles at strides of 1 or 2, with MIN_ROWS taps or more to each phase.
 #
 # The positions tiles (16 neighbouring outputs in the lanes, 8 channels) take the stride-1 cases of fewer than 16
 # channels per group. Measured the same way: grouped g=4 (8 channels) forward 2.38 -> 1.65 and input gradient
@@ -132,9 +135,10 @@ def runs_forward(dtype, w_shape, groups):
 
 
 def runs_input_grad(dtype, w_shape, groups, stride):
-    """Whether the tiles run the input's gradient (whose tiles have C/G channels and O/G times the kernel's rows)."""
-    return (runs(dtype, w_shape[1], w_shape[0] // groups * math.prod(w_shape[2:]))
-            and (MODE == "1" or all(s == 1 for s in stride)))
+    """Whether the tiles run the input's gradient, by stride phase: its tiles have C/G channels and, in each phase,
+    O/G times the kernel's size over the stride's rows (taps). By default the stride is 1 or 2 along each dim."""
+    taps = w_shape[0] // groups * math.prod(w_shape[2:]) // math.prod(stride)
+    return runs(dtype, w_shape[1], taps) and (MODE == "1" or all(s <= 2 for s in stride))
 
 
 def _positions_can(dtype, stride):
@@ -461,6 +465,12 @@ _BODY = '''{columns_at}
                 at = U(o * out_outer + (o0 + l) * out_lane) + oc0
                 for s in range({columns}):
                     out[at + U(s)] = tile[s * {lanes} + l] + add
+        elif {out_every_other}:       # or every other one (an input gradient's phase, at stride 2)
+            for l in range(min({lanes}, og - blk * {lanes})):
+                add = bias[o0 + l] if has_bias else zero
+                at = U(o * out_outer + (o0 + l) * out_lane) + oc0
+                for s in range({columns}):
+                    out[at + U(2 * s)] = tile[s * {lanes} + l] + add
         else:
             for l in range(min({lanes}, og - blk * {lanes})):
                 add = bias[o0 + l] if has_bias else zero
@@ -483,7 +493,8 @@ _SAMPLES = '''for sample in range(o * inner, min(o * inner + inner, samples)):
 # of outputs is a whole number of tiles), and every other input in most of a stride-2 forward's. The row loop for
 # those reads x at fixed offsets from one index, where the general loop keeps each column's offset in an integer
 # register: 14 of them and the loop's own are more than the CPU's 16, and the spilled ones are reloaded every row.
-# Likewise a tile whose outputs are neighbours is stored by loops of fixed length, with no lookups in out_col: the
+# Likewise a tile whose outputs are neighbours (or every other output, as in a phase of a stride-2 input gradient)
+# is stored by loops of fixed length, with no lookups in out_col: the
 # general store was a quarter of a 3x3 forward's time (32 -> 32 channels, 288 taps to a tile; with no store at all
 # it ran at 86-93 GFLOP/s on one core, with the general store at 68-79, with the fixed one at 80-92). Measured on two
 # cores against the general loops (each also with the fixed store), the copies for neighbours and every other
@@ -516,7 +527,8 @@ def tiles_source(lanes, columns):
                            samples_neighbours=samples(" + c0", lambda s: f"U({s})"), every_other=spaced(2),
                            samples_every_other=samples(" + c0", lambda s: f"U({2 * s})"),
                            samples=samples("", lambda s: f"c{s}"), tile_stores=tile_stores,
-                           out_neighbours=spaced(1, lambda s: f"out_col[s0 + {s}]", "oc0")))
+                           out_neighbours=spaced(1, lambda s: f"out_col[s0 + {s}]", "oc0"),
+                           out_every_other=spaced(2, lambda s: f"out_col[s0 + {s}]", "oc0")))
 
 
 _POSITIONS = '''
