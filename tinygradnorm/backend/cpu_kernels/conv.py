@@ -96,6 +96,15 @@ class ConvKernels:
         """(y, gw): conv_forward(x, w) and conv_backward's gw for gy (whose spatial shape is y's), from one im2col
         of x per chunk (or each from the direct tiles, where they run). A transposed convolution's backward needs
         both, of the same x (its output's gradient)."""
+        if (conv_direct.runs_forward(x.dtype, w.shape, groups) and not _is_depthwise(x, w, groups, padding)
+                and not conv_direct.runs_forward_positions(x.dtype, w.shape, groups, stride)):
+            # both on the channel tiles, from one padded copy of x
+            self.thread_count()
+            padded = conv_direct.padded_input(x, padding, self.empty)
+            return (conv_direct.conv_forward_direct(x, w, None, stride, padding, dilation, gy.shape[2:], groups,
+                                                    self.empty, padded),
+                    conv_direct.conv_weight_grad_direct(x, np.ascontiguousarray(gy), w.shape, stride, padding,
+                                                        dilation, groups, self.empty, padded))
         if _is_depthwise(x, w, groups, padding) or conv_direct.runs_forward(x.dtype, w.shape, groups):
             return (self.conv_forward(x, w, None, stride, padding, dilation, gy.shape[2:], groups),
                     self.conv_backward(x, w, gy, stride, padding, dilation, groups, False, True, False)[1])

@@ -189,6 +189,12 @@ class _Geometry:
         return _padded(x, self.padding, self.padding, empty)
 
 
+def padded_input(x, padding, empty):
+    """x zero padded as the channel tiles read it, flat: conv_forward_direct's and conv_weight_grad_direct's
+    ``padded``."""
+    return _padded(x, padding, padding, empty)
+
+
 def _padded(a, lo, hi, empty, tail=0):
     """a (N, C, D, H, W) with lo[i] zeros before and hi[i] after along spatial dim i, flat, and ``tail`` zeros after
     it all (a itself, flat, where there are none). ``empty`` is the kernels' recycled memory: a training step pads
@@ -253,9 +259,9 @@ def _kernel():
     return _conv_tiles.KERNELS[isa()], COLUMNS[isa()]
 
 
-def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
+def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, padded=None):
     """y (N, O, OD, OH, OW) of the 3-D convolution of x (N, C, D, H, W) with w (O, C/G, KD, KH, KW), plus b (O,)
-    unless None."""
+    unless None. ``padded``: x as _Geometry.padded gives it, where the caller has it already."""
     geo = _Geometry(x.shape, w.shape, stride, padding, dilation, out, groups)
     kernel, columns = _kernel()
     k, og = geo.taps.size, geo.og
@@ -263,7 +269,8 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
     a = _lanes_last(w, groups, ogp)
     p = geo.pos.size
     y = empty((x.shape[0], w.shape[0]) + tuple(out), x.dtype)
-    kernel(a.reshape(-1), geo.padded(x, empty), y.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps,
+    kernel(a.reshape(-1), geo.padded(x, empty) if padded is None else padded, y.reshape(-1), _or_empty(b, x.dtype),
+           b is not None, geo.taps,
            geo.pos, _counting(p),
            x.shape[0], groups, ogp // LANES, -(-p // columns), 1, x.shape[0],
            0, k * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
@@ -271,8 +278,9 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty):
     return y
 
 
-def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, empty):
-    """gw (O, C/G, KD, KH, KW) of the convolution of x for the output gradient gy (N, O, OD, OH, OW)."""
+def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, empty, padded=None):
+    """gw (O, C/G, KD, KH, KW) of the convolution of x for the output gradient gy (N, O, OD, OH, OW); ``padded`` as
+    in conv_forward_direct."""
     geo = _Geometry(x.shape, w_shape, stride, padding, dilation, gy.shape[2:], groups)
     kernel, columns = _kernel()
     k, og, n = geo.taps.size, geo.og, x.shape[0]
@@ -287,7 +295,8 @@ def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, e
     step = -(-n // max(1, min(n, -(-_MIN_ITEMS // tiles))))
     parts = -(-n // step) if n else 1
     partial = np.zeros((parts,) + tuple(w_shape), dtype=x.dtype)
-    kernel(a, geo.padded(x, empty), partial.reshape(-1), _or_empty(None, x.dtype), False, geo.pos, geo.taps,
+    kernel(a, geo.padded(x, empty) if padded is None else padded, partial.reshape(-1), _or_empty(None, x.dtype),
+           False, geo.pos, geo.taps,
            _counting(k), parts, groups, ogp // LANES, -(-k // columns), step, n,
            groups * p * ogp, p * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            w_shape[0] * k, k, og, k)
