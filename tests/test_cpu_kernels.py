@@ -446,9 +446,9 @@ def tiles(monkeypatch, request):
     calls = dict.fromkeys(("conv_forward_direct", "conv_forward_positions", "conv_weight_grad_direct",
                            "conv_input_grad_direct", "conv_input_grad_positions"), 0)
     for name in calls:
-        def counted(*args, _fn=getattr(conv_direct, name), _name=name):
+        def counted(*args, _fn=getattr(conv_direct, name), _name=name, **kwargs):
             calls[_name] += 1
-            return _fn(*args)
+            return _fn(*args, **kwargs)
         monkeypatch.setattr(conv_direct, name, counted)
     return calls
 

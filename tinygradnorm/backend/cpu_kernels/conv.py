@@ -79,9 +79,10 @@ class ConvKernels:
         # input's gradient is left to them (its columns are W^T gy), for the rest
         gy = np.ascontiguousarray(gy)
         self.thread_count()
-        gw = gx = None
+        gw = gx = gb = None
         if direct_gw:
-            gw = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.empty)
+            gw, gb = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.empty,
+                                                         need_gb=need_gb)
         if positions_gx:
             gx = conv_direct.conv_input_grad_positions(gy, w, x.shape, padding, dilation, groups, self.empty)
         elif direct_gx:
@@ -90,7 +91,9 @@ class ConvKernels:
             _, gx_, gw_, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False,
                                                 need_gx and not direct_gx, need_gw and not direct_gw, False)
             gx, gw = (gx if direct_gx else gx_), (gw if direct_gw else gw_)
-        return gx, gw, (gy.sum(axis=(0, 2, 3, 4)) if need_gb else None)
+        if need_gb and gb is None:
+            gb = gy.sum(axis=(0, 2, 3, 4))
+        return gx, gw, gb
 
     def conv_and_weight_grad(self, x, w, gy, stride, padding, dilation, groups):
         """(y, gw): conv_forward(x, w) and conv_backward's gw for gy (whose spatial shape is y's), from one im2col
@@ -104,7 +107,7 @@ class ConvKernels:
             return (conv_direct.conv_forward_direct(x, w, None, stride, padding, dilation, gy.shape[2:], groups,
                                                     self.empty, padded),
                     conv_direct.conv_weight_grad_direct(x, np.ascontiguousarray(gy), w.shape, stride, padding,
-                                                        dilation, groups, self.empty, padded))
+                                                        dilation, groups, self.empty, padded)[0])
         if _is_depthwise(x, w, groups, padding) or conv_direct.runs_forward(x.dtype, w.shape, groups):
             return (self.conv_forward(x, w, None, stride, padding, dilation, gy.shape[2:], groups),
                     self.conv_backward(x, w, gy, stride, padding, dilation, groups, False, True, False)[1])

@@ -241,8 +241,12 @@ def _pad(x, xp, planes, d, h, w, pd, ph, pw, dp, hp, wp):
 
 
 @pjit
-def _channels_last(gy, a, samples, groups, og, p, ogp):
-    """a[n, g, t, l] = gy[n, g*og + l, t] for l < og, and 0 for og <= l < ogp."""
+def _channels_last(gy, a, sums, need_sums, samples, groups, og, p, ogp):
+    """a[n, g, t, l] = gy[n, g*og + l, t] for l < og, and 0 for og <= l < ogp; and, if need_sums, sums[n, g*og + l] =
+    Σ_t gy[n, g*og + l, t], in t's order (the bias's gradient, per sample, from the same pass over gy).
+
+    NOTE: the sums in this pass added 0.02-0.04 ms to it, where NumPy's own sum of gy took 0.06-0.14 (measured on
+    32 x 32 x 784, 256 x 16 x 64, 32 x 64 x 196 and 32 x 32 x 256 float32 gy)."""
     for ng in prange(samples * groups):
         at = U(ng * p * ogp)
         for t in range(U(p)):
@@ -250,8 +254,13 @@ def _channels_last(gy, a, samples, groups, og, p, ogp):
                 a[at + t * U(ogp) + l] = 0
         for l in range(U(og)):
             src = U((ng * og + l) * p)
+            total = gy.dtype.type(0.0)
             for t in range(U(p)):
-                a[at + t * U(ogp) + l] = gy[src + t]
+                v = gy[src + t]
+                a[at + t * U(ogp) + l] = v
+                total += v
+            if need_sums:
+                sums[ng * og + l] = total
 
 
 def _kernel():
@@ -278,16 +287,18 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, 
     return y
 
 
-def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, empty, padded=None):
-    """gw (O, C/G, KD, KH, KW) of the convolution of x for the output gradient gy (N, O, OD, OH, OW); ``padded`` as
-    in conv_forward_direct."""
+def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, empty, padded=None, need_gb=False):
+    """(gw, gb): gw (O, C/G, KD, KH, KW) of the convolution of x for the output gradient gy (N, O, OD, OH, OW), and
+    the bias's gradient gb (O,) if need_gb (else None), the samples' sums added in order; ``padded`` as in
+    conv_forward_direct."""
     geo = _Geometry(x.shape, w_shape, stride, padding, dilation, gy.shape[2:], groups)
     kernel, columns = _kernel()
     k, og, n = geo.taps.size, geo.og, x.shape[0]
     ogp = -(-og // LANES) * LANES
     p = geo.pos.size
     a = empty((n * groups * p * ogp,), x.dtype)                    # gy laid out (N, G, P, OGP)
-    _channels_last(gy.reshape(-1), a, n, groups, og, p, ogp)
+    sums = np.empty((n, w_shape[0]) if need_gb else 0, x.dtype)
+    _channels_last(gy.reshape(-1), a, sums.reshape(-1), need_gb, n, groups, og, p, ogp)
     # NOTE: the samples are cut into parts, each summed into a partial gw of its own and the parts added in order, so
     # that there are tiles enough for every thread: LeNet's second convolution has 11 tiles of 14 taps, 6 and 5 for
     # two threads. The parts depend on the shapes only.
@@ -300,10 +311,16 @@ def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, e
            _counting(k), parts, groups, ogp // LANES, -(-k // columns), step, n,
            groups * p * ogp, p * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            w_shape[0] * k, k, og, k)
-    gw = partial[0]
-    for part in partial[1:]:
-        gw += part
-    return gw
+    gb = (_in_order(sums) if n else np.zeros(w_shape[0], x.dtype)) if need_gb else None
+    return _in_order(partial), gb
+
+
+def _in_order(parts):
+    """parts[0] + parts[1] + ..., in that order (parts has at least one)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, empty):
