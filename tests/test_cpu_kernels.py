@@ -432,6 +432,9 @@ TILED = [
     # rows of outputs longer than a tile: tiles whose columns (and outputs) are neighbours, or every other input
     ((2, 3, 3, 30), (16, 3, 2, 3), dict(padding=(0, 1))),
     ((2, 3, 6, 29), (17, 3, 3, 3), dict(stride=(1, 2), padding=(0, 1))),
+    # groups of 32 channels: the weight gradient's 32-channel tiles
+    ((2, 4, 6, 6), (64, 2, 3, 3), dict(padding=1, groups=2)),
+    ((3, 3, 11), (32, 3, 3), dict(stride=2)),
 ]
 
 
