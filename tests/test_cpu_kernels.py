@@ -435,6 +435,8 @@ TILED = [
     # groups of 32 channels: the weight gradient's 32-channel tiles
     ((2, 4, 6, 6), (64, 2, 3, 3), dict(padding=1, groups=2)),
     ((3, 3, 11), (32, 3, 3), dict(stride=2)),
+    # groups of 8 channels, on the positions tiles: more taps than one tile
+    ((3, 16, 6, 20), (16, 8, 3, 3), dict(padding=1, groups=2)),
 ]
 
 
@@ -447,7 +449,7 @@ def tiles(monkeypatch, request):
     monkeypatch.setattr(conv_direct, "MODE", "1")
     monkeypatch.setattr(conv_direct, "isa", lambda: request.param)
     calls = dict.fromkeys(("conv_forward_direct", "conv_forward_positions", "conv_weight_grad_direct",
-                           "conv_input_grad_direct", "conv_input_grad_positions"), 0)
+                           "conv_weight_grad_positions", "conv_input_grad_direct", "conv_input_grad_positions"), 0)
     for name in calls:
         def counted(*args, _fn=getattr(conv_direct, name), _name=name, **kwargs):
             calls[_name] += 1
@@ -459,7 +461,7 @@ def tiles(monkeypatch, request):
 def _one_pass_each(calls):
     """Whether the forward, the weight gradient and the input gradient each ran once on one kind of tile."""
     return (calls["conv_forward_direct"] + calls["conv_forward_positions"] == 1
-            and calls["conv_weight_grad_direct"] == 1
+            and calls["conv_weight_grad_direct"] + calls["conv_weight_grad_positions"] == 1
             and calls["conv_input_grad_direct"] + calls["conv_input_grad_positions"] == 1)
 
 
@@ -505,12 +507,30 @@ def test_transposed_conv_backward_from_the_tiles_matches_numpy_path(monkeypatch,
 
 
 @needs_kernels
+def test_weight_grad_positions_in_parts_and_with_an_inf(monkeypatch, tiles):
+    """The positions tiles' weight gradient with each sample a part of its own (the parts added in order), and with
+    an inf in x, which those tiles hand back to the chunks: the grid's positions that are not outputs read x too, and
+    0 times inf would be nan where the windows never read the inf."""
+    from tinygradnorm.backend.cpu_kernels import conv_direct
+    monkeypatch.setattr(conv_direct, "_PART_BYTES", 1)
+    kw = dict(padding=1, groups=2)
+    arrays = [R.standard_normal((3, 4, 5, 6)), R.standard_normal((6, 2, 3, 3)), R.standard_normal(6)]
+    _tiles_match_numpy_path(monkeypatch, tiles, "conv2d", arrays, kw, ("y", "gx", "gw", "gb"))
+    arrays[0][1, 2, 0, 0] = np.inf          # padded column 1: a tap at column offset 2 never reads it
+    tiles["conv_weight_grad_positions"] = 0
+    ours, gy = _conv_run("conv2d", arrays, kw)
+    assert tiles["conv_weight_grad_positions"] == 1
+    assert np.isfinite(ours[2][:, :, :, 2]).all() and not np.isfinite(ours[2][:, :, :, 0]).all()
+
+
+@needs_kernels
 def test_direct_tiles_match_torch_in_float32(torch, tiles):
-    """LeNet's second convolution and a padded 3x3 one of 32 channels, float32, against torch's; and a stride-2
-    one, whose input gradient runs by stride phase."""
+    """LeNet's second convolution and a padded 3x3 one of 32 channels, float32, against torch's; a stride-2 one, whose
+    input gradient runs by stride phase; and a grouped one of 8 channels a group (on the positions tiles)."""
     for x_shape, w_shape, kw in (((16, 6, 12, 12), (16, 6, 5, 5), {}),
                                  ((4, 32, 14, 14), (32, 32, 3, 3), dict(padding=1)),
-                                 ((4, 32, 14, 14), (32, 32, 3, 3), dict(stride=2, padding=1))):
+                                 ((4, 32, 14, 14), (32, 32, 3, 3), dict(stride=2, padding=1)),
+                                 ((4, 16, 14, 14), (16, 8, 3, 3), dict(padding=1, groups=2))):
         arrays = [R.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, w_shape[:1])]
         ours, gy = _conv_run("conv2d", arrays, kw, dtype=np.float32)
         ts = [torch.tensor(a, requires_grad=True) for a in arrays]
@@ -524,7 +544,7 @@ def test_direct_tiles_match_torch_in_float32(torch, tiles):
 @needs_kernels
 def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles):
     """Three convolutions: on the channel tiles with the input gradient on the positions ones, at stride 2 (the input
-    gradient by phase), and grouped with 4 channels a group (all but the weight gradient on the positions tiles)."""
+    gradient by phase), and grouped with 4 channels a group (all three passes on the positions tiles)."""
     x = R.standard_normal((6, 8, 9, 8)).astype(np.float32)
     gys = {}
     convs = ((R.standard_normal((20, 8, 3, 3)), {}), (R.standard_normal((20, 8, 3, 3)), dict(stride=2)),
@@ -539,8 +559,8 @@ def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles)
             out += arrays
         seen.add(b"".join(a.tobytes() for a in out))
     assert len(seen) == 1
-    assert tiles == {"conv_forward_direct": 6, "conv_forward_positions": 3, "conv_weight_grad_direct": 9,
-                     "conv_input_grad_direct": 3, "conv_input_grad_positions": 6}
+    assert tiles == {"conv_forward_direct": 6, "conv_forward_positions": 3, "conv_weight_grad_direct": 6,
+                     "conv_weight_grad_positions": 3, "conv_input_grad_direct": 3, "conv_input_grad_positions": 6}
 
 
 @needs_kernels

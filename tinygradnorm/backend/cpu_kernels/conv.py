@@ -68,11 +68,12 @@ class ConvKernels:
         if _is_depthwise(x, w, groups, padding):
             return self._depthwise_backward(x, w, np.ascontiguousarray(gy), stride, padding, dilation, need_gx,
                                             need_gw, need_gb)
-        direct_gw = need_gw and conv_direct.runs_forward(x.dtype, w.shape, groups)
+        positions_gw = need_gw and conv_direct.runs_weight_grad_positions(x.dtype, w.shape, groups, stride)
+        direct_gw = need_gw and not positions_gw and conv_direct.runs_forward(x.dtype, w.shape, groups)
         positions_gx = need_gx and conv_direct.runs_input_grad_positions(x.dtype, w.shape, groups, stride, padding,
                                                                           dilation)
         direct_gx = positions_gx or (need_gx and conv_direct.runs_input_grad(x.dtype, w.shape, groups, stride))
-        if not (direct_gw or direct_gx):
+        if not (direct_gw or positions_gw or direct_gx):
             return self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False, need_gx, need_gw,
                                       need_gb)[1:]
         # the tiles for the weight's gradient and the input's; the chunks, with no im2col where only the
@@ -80,17 +81,20 @@ class ConvKernels:
         gy = np.ascontiguousarray(gy)
         self.thread_count()
         gw = gx = gb = None
-        if direct_gw:
+        if positions_gw:                        # None where x is not all finite: the chunks take it
+            gw, gb = conv_direct.conv_weight_grad_positions(x, gy, w.shape, padding, dilation, groups, self.empty,
+                                                            need_gb) or (None, None)
+        elif direct_gw:
             gw, gb = conv_direct.conv_weight_grad_direct(x, gy, w.shape, stride, padding, dilation, groups, self.empty,
                                                          need_gb=need_gb)
         if positions_gx:
             gx = conv_direct.conv_input_grad_positions(gy, w, x.shape, padding, dilation, groups, self.empty)
         elif direct_gx:
             gx = conv_direct.conv_input_grad_direct(gy, w, x.shape, stride, padding, dilation, groups, self.empty)
-        if (need_gx and not direct_gx) or (need_gw and not direct_gw):
+        if (need_gx and not direct_gx) or (need_gw and gw is None):
             _, gx_, gw_, _ = self._chunked_pass(x, w, gy, stride, padding, dilation, groups, False,
-                                                need_gx and not direct_gx, need_gw and not direct_gw, False)
-            gx, gw = (gx if direct_gx else gx_), (gw if direct_gw else gw_)
+                                                need_gx and not direct_gx, need_gw and gw is None, False)
+            gx, gw = (gx if direct_gx else gx_), (gw if gw is not None else gw_)
         if need_gb and gb is None:
             gb = gy.sum(axis=(0, 2, 3, 4))
         return gx, gw, gb

@@ -27,7 +27,9 @@ The input's gradient is made of the same tiles, one stride phase at a time (``co
 
 Where a group has fewer than 16 output channels, most of such a tile would be zeros. At stride 1 those run on the
 positions tiles instead (``conv_forward_positions``): the lanes hold 16 neighbouring outputs of one channel, each
-tap loads 16 neighbouring inputs as one vector, and a tile is 8 channels (AVX-512) or 4 (AVX2).
+tap loads 16 neighbouring inputs as one vector, and a tile is 8 channels (AVX-512) or 4 (AVX2). Their weight
+gradient (``conv_weight_grad_positions``) keeps each (channel, tap)'s sum as 16 lanes of neighbouring positions, added
+up at the end.
 
 The kernels themselves are in ``_conv_tiles.py``, written out by this module (``write_tiles()`` rewrites it): a
 tile's T*L accumulators are T*L scalar variables there, and LLVM's SLP vectorizer packs each column's L into one
@@ -55,6 +57,7 @@ COLUMNS = {"avx512": 14, "avx2": 6}      # columns per tile: 14 of the 32 AVX-51
 WEIGHT_GRAD_TILES = {"avx512": (32, 6)}   # (channels, columns) of the weight gradient's tiles where the group's
 #                                           channels are a multiple of 32 (see conv_weight_grad_direct)
 POSITIONS = 16             # the positions tiles' lanes: output positions along a row
+WEIGHT_POSITIONS = {"avx512": (8, 3), "avx2": (2, 2)}   # (channels, taps) of the weight gradient's positions tiles
 POSITION_CHANNELS = {"avx512": 8, "avx2": 4}    # their channels: 8 AVX-512 registers, or 4 x 2 AVX2 ones
 
 
@@ -114,7 +117,10 @@ def slp_pjit(fn):
 # channels per group. Measured the same way: grouped g=4 (8 channels) forward 2.38 -> 1.65 and input gradient
 # 1.40 -> 0.95; the 3-D case's input gradient (8 channels) 2.88 -> 1.58; LeNet's conv1 forward (6 channels) 0.65
 # -> 0.65. LeNet's conv2's input gradient (6 channels, a wide grid of 16 columns for 12) lost, 0.95 -> 1.70, so by
-# default the input gradient runs on them only with a whole number of 8-channel blocks.
+# default the input gradient runs on them only with a whole number of 8-channel blocks. The weight gradient on
+# positions tiles of 8 channels by 3 taps: grouped g=4 (8 channels), with the bias's, 2.72 -> 1.75 and 2.99 -> 2.06
+# (six rounds each; its layout pass of gy is 0.26-0.43 of that); by default with a whole number of 8-channel blocks
+# too.
 MODE = os.environ.get("TINYGRADNORM_CONV_DIRECT", "auto")       # "auto", "1" (wherever they can) or "0" (never)
 
 
@@ -156,6 +162,13 @@ def runs_forward_positions(dtype, w_shape, groups, stride):
     """Whether the positions tiles run the forward: stride 1, and fewer than 16 output channels per group (where the
     channel tiles waste most of each tile)."""
     return w_shape[0] // groups < LANES and _positions_can(dtype, stride)
+
+
+def runs_weight_grad_positions(dtype, w_shape, groups, stride):
+    """Whether the positions tiles run the weight's gradient: stride 1, and fewer than 16 output channels per group
+    (by default only a whole number of 8-channel blocks of them)."""
+    og = w_shape[0] // groups
+    return og < LANES and (MODE == "1" or og % 8 == 0) and _positions_can(dtype, stride)
 
 
 def runs_input_grad_positions(dtype, w_shape, groups, stride, padding, dilation):
@@ -402,6 +415,95 @@ def conv_input_grad_positions(gy, w, x_shape, padding, dilation, groups, empty):
     return _positions(gy, flipped, None, pad, dilation, tuple(x_shape[2:]), groups, empty)
 
 
+_PART_BYTES = 1 << 18       # the weight gradient's positions tiles: a part's samples, x and gy, in about this much
+
+
+def conv_weight_grad_positions(x, gy, w_shape, padding, dilation, groups, empty, need_gb=False):
+    """conv_weight_grad_direct at stride 1 on positions tiles: (gw, gb), or None where x is not all finite.
+
+    gw[o, k] = Σ_n Σ_t gy_wide[n, o, t] x_pad[n, tap[k] + t] over the wide grid's positions t (see _positions), with
+    gy_wide zero at the grid's positions that are not outputs. A tile of 8 channels by 3 taps holds each sum as 16
+    lanes of neighbouring positions, one vector: per 16 positions it loads 3 vectors of x and 8 of gy for 24
+    multiply-adds. The lanes are added up, in order, once per part of the samples; the parts (a few samples each,
+    so that their x and gy stay in a core's cache while every tile reads them) are added in order.
+
+    NOTE: the grid's other positions read x too, and 0 times an inf is nan, where the windows would not have read
+    that inf at all: so a non-finite x goes back to the caller (None), for the GEMM path."""
+    n, c = x.shape[:2]
+    o, cg = w_shape[:2]
+    og = o // groups
+    out = tuple(gy.shape[2:])
+    if not _all_finite(x.reshape(-1)):
+        return None
+    chans, taps = WEIGHT_POSITIONS[isa()]
+    from . import _conv_tiles
+    kernel = _conv_tiles.WEIGHT_POSITION_KERNELS[isa()]
+    ogp = -(-og // chans) * chans
+    geo = _Geometry(x.shape, w_shape, (1, 1, 1), padding, dilation, out, groups)
+    span = ((out[0] - 1) * geo.hp + out[1]) * geo.wp
+    vectors = -(-span // POSITIONS)
+    xp = _padded(x, padding, padding, empty, tail=POSITIONS)
+    gyw = empty((n * groups * vectors * ogp * POSITIONS,), x.dtype)
+    sums = np.empty((n, o) if need_gb else 0, x.dtype)
+    _wide_blocked(gy.reshape(-1), gyw, sums.reshape(-1), need_gb, n, groups, og, ogp,
+                  _grid_sources(out, geo.hp, geo.wp, vectors), vectors)
+    k = geo.taps.size
+    per_sample = (c * geo.chan + groups * vectors * ogp * POSITIONS) * x.itemsize
+    inner = max(1, min(n, _PART_BYTES // per_sample))
+    parts = -(-n // inner) if n else 1
+    partial = np.zeros((parts, o, k), dtype=x.dtype)
+    kernel(gyw, xp, partial.reshape(-1), geo.taps, parts, groups, ogp // chans, -(-k // taps), inner, n, og, ogp,
+           vectors, c * geo.chan, cg * geo.chan)
+    gb = (_in_order(sums) if n else np.zeros(o, x.dtype)) if need_gb else None
+    return _in_order(partial).reshape(w_shape), gb
+
+
+@pjit
+def _all_finite(a):
+    """Whether every element of a is finite (0 times inf or nan is nan)."""
+    total = a.dtype.type(0.0)
+    for t in prange(a.size):
+        total += a[t] * 0
+    return total == 0
+
+
+@pjit
+def _wide_blocked(gy, gyw, sums, need_sums, samples, groups, og, ogp, source, vectors):
+    """gyw[n, g, t // 16, l, t % 16] = gy[n, g*og + l, source[t]] at the wide grid's positions t that are outputs
+    (source[t], the output's flat index, is -1 at the others: there gyw is zero), and zero for og <= l < ogp; and,
+    if need_sums, sums[n, g*og + l] = Σ gy[n, g*og + l], in the grid's order."""
+    p = gy.size // max(samples * groups * og, 1)
+    zero = gy.dtype.type(0.0)
+    for ng in prange(samples * groups):
+        at = U(ng * vectors * ogp * 16)
+        for l in range(og):
+            src = ng * og + l
+            total = zero
+            for v in range(vectors):
+                dst = at + U((v * ogp + l) * 16)
+                for lane in range(16):
+                    s = source[v * 16 + lane]
+                    value = gy[U(src * p + s)] if s >= 0 else zero
+                    gyw[dst + U(lane)] = value
+                    total += value
+            if need_sums:
+                sums[src] = total
+        for l in range(og, ogp):
+            for v in range(vectors):
+                dst = at + U((v * ogp + l) * 16)
+                for lane in range(16):
+                    gyw[dst + U(lane)] = zero
+
+
+def _grid_sources(out, hp, wp, vectors):
+    """For each of the wide grid's vectors * 16 positions t = (e*hp + a)*wp + b, the flat index (e*OH + a)*OW + b of
+    the output there, or -1 where there is none."""
+    source = np.full(vectors * POSITIONS, -1, dtype=np.int64)
+    e, a, b = np.ix_(*(np.arange(size) for size in out))
+    source[((e * hp + a) * wp + b).reshape(-1)] = np.arange(math.prod(out))
+    return source
+
+
 def _positions(x, w, b, padding, dilation, out, groups, empty):
     """The positions tiles' convolution (stride 1).
 
@@ -635,18 +737,84 @@ def positions_source(width, chans):
                              stores="\n".join(stores))
 
 
+_WEIGHT_POSITIONS = """
+
+@slp_pjit
+def weight_positions_{width}x{chans}x{taps}(gyw, x, out, row, parts, groups, blocks, tiles, inner, samples, og, ogp,
+            vectors, x_sample, x_group):
+    \"\"\"out[part, g*og + blk*{chans} + c, k] = Σ over the samples n = part*inner + m < samples (m < inner) and the
+    wide grid's positions t < vectors*{width} of gyw[n, g, t // {width}, blk*{chans} + c, t % {width}]
+    x[n*x_sample + g*x_group + row[k] + t], for every part, group g, block of {chans} channels c and tile of {taps}
+    taps k: each (c, k)'s {width} lanes summed over the positions, then added up lane by lane.\"\"\"
+    zero = x.dtype.type(0.0)
+    k_ = row.size
+    for item in prange(parts * groups * blocks * tiles):
+        t = item % tiles
+        blk = item // tiles % blocks
+        g = item // (tiles * blocks) % groups
+        part = item // (tiles * blocks * groups)
+        k0 = t * {taps}
+{rows}
+{zeros}
+        for n in range(part * inner, min(part * inner + inner, samples)):
+            gy_at = U(((n * groups + g) * vectors * ogp + blk * {chans}) * {width})
+            x_at = U(n * x_sample + g * x_group)
+            for v in range(vectors):
+                gv = gy_at + U(v * ogp * {width})
+                xv = x_at + U(v * {width})
+{body}
+        tile = np.empty({size}, dtype=x.dtype)
+{stores}
+        at = (part * groups * og + g * og + blk * {chans}) * k_ + k0
+        for c in range(min({chans}, og - blk * {chans})):
+            for k in range(min({taps}, k_ - k0)):
+                total = zero
+                for t in range({width}):
+                    total += tile[(c * {taps} + k) * {width} + t]
+                out[at + c * k_ + k] = total
+"""
+
+
+def weight_positions_source(width, chans, taps):
+    """The source of weight_positions_{width}x{chans}x{taps}: a weight gradient's tile of {chans} channels by {taps}
+    taps, each (channel, tap)'s sum a vector of {width} neighbouring positions (for groups of few channels)."""
+    pad = " " * 8
+    acc = [[[f"acc{c}_{k}_{t}" for t in range(width)] for k in range(taps)] for c in range(chans)]
+    rows = "\n".join(f"{pad}r{k} = row[min(k0 + {k}, k_ - 1)]" for k in range(taps))
+    zeros = "\n".join(pad + " = ".join(acc[c][k]) + " = zero" for c in range(chans) for k in range(taps))
+    body = []
+    for k in range(taps):
+        body.extend(f"{pad}        x{k}_{t} = x[xv + r{k} + U({t})]" for t in range(width))
+    for c in range(chans):
+        body.extend(f"{pad}        g{t} = gyw[gv + U({c * width + t})]" for t in range(width))
+        for k in range(taps):
+            body.extend(f"{pad}        {acc[c][k][t]} += g{t} * x{k}_{t}" for t in range(width))
+    # NOTE: each vector of sums goes to memory whole, and its lanes are added up from there: stores of whole vectors
+    # are where LLVM's SLP vectorizer starts, and with each lane's sum written out as a scalar it vectorized nothing
+    # (19 ms for a weight gradient the GEMM took 2.7 for)
+    stores = "\n".join(f"{pad}tile[{(c * taps + k) * width + t}] = {acc[c][k][t]}"
+                        for c in range(chans) for k in range(taps) for t in range(width))
+    return _WEIGHT_POSITIONS.format(width=width, chans=chans, taps=taps, rows=rows, zeros=zeros,
+                                    body="\n".join(body), stores=stores, size=chans * taps * width)
+
+
 def tiles_module():
     """The text of _conv_tiles.py."""
     kernels = "".join(tiles_source(LANES, columns) for columns in sorted(set(COLUMNS.values())))
     kernels += "".join(tiles_source(lanes, columns, copies=False)
                        for lanes, columns in sorted(set(WEIGHT_GRAD_TILES.values())))
     kernels += "".join(positions_source(POSITIONS, chans) for chans in sorted(set(POSITION_CHANNELS.values())))
+    kernels += "".join(weight_positions_source(POSITIONS, chans, taps)
+                       for chans, taps in sorted(set(WEIGHT_POSITIONS.values())))
     table = ", ".join(f'"{isa}": tiles_{LANES}x{columns}' for isa, columns in COLUMNS.items())
     table = "\n\nKERNELS = {" + table + "}\n"
     positions = ", ".join(f'"{isa}": positions_{POSITIONS}x{chans}' for isa, chans in POSITION_CHANNELS.items())
     table += "POSITION_KERNELS = {" + positions + "}\n"
     weight = ", ".join(f'"{isa}": tiles_{lanes}x{columns}' for isa, (lanes, columns) in WEIGHT_GRAD_TILES.items())
     table += "WEIGHT_GRAD_KERNELS = {" + weight + "}\n"
+    weight = ", ".join(f'"{isa}": weight_positions_{POSITIONS}x{chans}x{taps}'
+                       for isa, (chans, taps) in WEIGHT_POSITIONS.items())
+    table += "WEIGHT_POSITION_KERNELS = {" + weight + "}\n"
     return _HEADER + kernels + table
 
 
