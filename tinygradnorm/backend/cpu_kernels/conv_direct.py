@@ -576,6 +576,16 @@ from .conv_direct import slp_pjit
 U = np.uint64
 '''
 
+# The loop over a kernel's tiles, shared by the three templates below: every (outer index, group, block of channels,
+# tile) is one item, the tiles of one block next to each other.
+_ITEMS = """    for item in prange({outer} * groups * blocks * tiles):
+        t = item % tiles
+        blk = item // tiles % blocks
+        g = item // (tiles * blocks) % groups
+        {index} = item // (tiles * blocks * groups)
+"""
+
+
 _SIGNATURE = '''
 
 @slp_pjit
@@ -585,12 +595,7 @@ def tiles_{lanes}x{columns}(a, x, out, bias, has_bias, row, col, out_col, outer,
     and r < row.size of A[n*a_outer + g*a_group + r*lda + blk*{lanes} + l] x[n*x_outer + g*x_group + row[r] + col[s]]
     (+ bias[g*og + l]), for every outer index o, group g, block of {lanes} channels and tile of {columns} columns s."""
     zero = x.dtype.type(0.0)
-    for item in prange(outer * groups * blocks * tiles):
-        t = item % tiles
-        blk = item // tiles % blocks
-        g = item // (tiles * blocks) % groups
-        o = item // (tiles * blocks * groups)
-        s0 = t * {columns}
+{items}        s0 = t * {columns}
         o0 = g * og + blk * {lanes}                    # the tile's first output channel
         tile = np.empty({size}, dtype=x.dtype)
 '''
@@ -679,7 +684,8 @@ def tiles_source(lanes, columns, copies=True):
                                       samples=samples("", lambda s: f"c{s}"))
     else:
         row_loops = "\n".join(line[4:] for line in samples("", lambda s: f"c{s}").split("\n"))
-    return (_SIGNATURE.format(lanes=lanes, columns=columns, size=lanes * columns)
+    return (_SIGNATURE.format(lanes=lanes, columns=columns, size=lanes * columns,
+                              items=_ITEMS.format(outer="outer", index="o"))
             + _BODY.format(lanes=lanes, columns=columns, columns_at=columns_at, zeros=zeros, row_loops=row_loops,
                            tile_stores=tile_stores, out_neighbours=spaced(1, lambda s: f"out_col[s0 + {s}]", "oc0"),
                            out_every_other=spaced(2, lambda s: f"out_col[s0 + {s}]", "oc0")))
@@ -695,12 +701,7 @@ def positions_{width}x{chans}(w, x, wide, bias, has_bias, row, samples, groups, 
     tile of {width} positions t."""
     zero = x.dtype.type(0.0)
     k_ = row.size
-    for item in prange(samples * groups * blocks * tiles):
-        t = item % tiles
-        blk = item // tiles % blocks
-        g = item // (tiles * blocks) % groups
-        n = item // (tiles * blocks * groups)
-        t0 = U(t * {width})
+{items}        t0 = U(t * {width})
         x_at = U(n * x_sample + g * x_group) + t0
         w_at = U(g * k_ * ogp + blk * {chans})
         valid = min({chans}, og - blk * {chans})        # the block's channels that are the group's
@@ -734,7 +735,7 @@ def positions_source(width, chans):
         stores.append(f"{pad}if {c} < valid:")
         stores.extend(f"{pad}    wide[out + U({c} * out_sample + {t})] = {acc[c][t]} + b{c}" for t in range(width))
     return _POSITIONS.format(width=width, chans=chans, biases=biases, zeros=zeros, loads=loads, body="\n".join(body),
-                             stores="\n".join(stores))
+                             stores="\n".join(stores), items=_ITEMS.format(outer="samples", index="n"))
 
 
 _WEIGHT_POSITIONS = """
@@ -748,12 +749,7 @@ def weight_positions_{width}x{chans}x{taps}(gyw, x, out, row, parts, groups, blo
     taps k: each (c, k)'s {width} lanes summed over the positions, then added up lane by lane.\"\"\"
     zero = x.dtype.type(0.0)
     k_ = row.size
-    for item in prange(parts * groups * blocks * tiles):
-        t = item % tiles
-        blk = item // tiles % blocks
-        g = item // (tiles * blocks) % groups
-        part = item // (tiles * blocks * groups)
-        k0 = t * {taps}
+{items}        k0 = t * {taps}
 {rows}
 {zeros}
         for n in range(part * inner, min(part * inner + inner, samples)):
@@ -795,7 +791,8 @@ def weight_positions_source(width, chans, taps):
     stores = "\n".join(f"{pad}tile[{(c * taps + k) * width + t}] = {acc[c][k][t]}"
                         for c in range(chans) for k in range(taps) for t in range(width))
     return _WEIGHT_POSITIONS.format(width=width, chans=chans, taps=taps, rows=rows, zeros=zeros,
-                                    body="\n".join(body), stores=stores, size=chans * taps * width)
+                                    body="\n".join(body), stores=stores, size=chans * taps * width,
+                                    items=_ITEMS.format(outer="parts", index="part"))
 
 
 def tiles_module():
