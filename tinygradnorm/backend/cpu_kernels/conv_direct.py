@@ -120,7 +120,9 @@ def slp_pjit(fn):
 # default the input gradient runs on them only with a whole number of 8-channel blocks. The weight gradient on
 # positions tiles of 8 channels by 3 taps: grouped g=4 (8 channels), with the bias's, 2.72 -> 1.75 and 2.99 -> 2.06
 # (six rounds each; its layout pass of gy is 0.26-0.43 of that); LeNet's conv1 (6 channels, in a block of 8) 1.51
-# -> 1.24 [0.63-1.27 per round]. So by default it runs with 6 to 15 channels to a group.
+# -> 1.24 [0.63-1.27 per round]. That 0.27 ms of a 10 ms training step was not worth the kernel's compile time on
+# the example's first run (87 s without it, 111 s with it, on two cores; cached after): so by default it runs with a
+# whole number of 8-channel blocks, as the input gradient does.
 MODE = os.environ.get("TINYGRADNORM_CONV_DIRECT", "auto")       # "auto", "1" (wherever they can) or "0" (never)
 
 
@@ -166,9 +168,9 @@ def runs_forward_positions(dtype, w_shape, groups, stride):
 
 def runs_weight_grad_positions(dtype, w_shape, groups, stride):
     """Whether the positions tiles run the weight's gradient: stride 1, and fewer than 16 output channels per group
-    (by default 6 or more: measured with 6 and 8)."""
+    (by default only a whole number of 8-channel blocks of them)."""
     og = w_shape[0] // groups
-    return og < LANES and (MODE == "1" or og >= 6) and _positions_can(dtype, stride)
+    return og < LANES and (MODE == "1" or og % 8 == 0) and _positions_can(dtype, stride)
 
 
 def runs_input_grad_positions(dtype, w_shape, groups, stride, padding, dilation):
