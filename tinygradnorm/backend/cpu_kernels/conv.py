@@ -38,7 +38,8 @@ class ConvKernels:
         if _is_depthwise(x, w, groups, padding):
             y = self.empty((n, o, 1) + tuple(out[1:]), x.dtype)
             self.thread_count()
-            _depthwise_forward(x.reshape(-1), w.reshape(-1), _or_empty(b, x.dtype), b is not None, y.reshape(-1),
+            _depthwise_forward(x.reshape(-1), w.reshape(-1), conv_direct.or_empty(b, x.dtype), b is not None,
+                               y.reshape(-1),
                                *_depthwise_dims(x.shape, w.shape, out, stride, padding, dilation))
             return y
         if conv_direct.runs_forward_positions(x.dtype, w.shape, groups, stride):
@@ -165,7 +166,8 @@ class ConvKernels:
         gx = self.empty(x.shape, gy.dtype) if need_gx else None
         gw = self.scratch("gw", (n, o) + tuple(w.shape[2:]), gy.dtype) if need_gw else None
         gb = self.scratch("gb", (n, o), gy.dtype) if need_gb else None
-        flat = [_or_empty(a, gy.dtype) for a in (x if need_gw else None, w if need_gx else None, gy, gx, gw, gb)]
+        flat = [conv_direct.or_empty(a, gy.dtype)
+                for a in (x if need_gw else None, w if need_gx else None, gy, gx, gw, gb)]
         _depthwise_backward(*flat, need_gx, need_gw, need_gb,
                             *_depthwise_dims(x.shape, w.shape, gy.shape[2:], stride, padding, dilation))
         return (gx, None if gw is None else gw.sum(axis=0).reshape(w.shape),
@@ -214,12 +216,7 @@ class _ConvChunks:
 
 def _in_order(parts, shape):
     """parts[0] + parts[1] + ..., always in that order, reshaped; None when parts is None."""
-    if parts is None:
-        return None
-    total = parts[0].copy()
-    for part in parts[1:]:
-        total += part
-    return total.reshape(shape)
+    return None if parts is None else conv_direct.sum_in_order(parts).reshape(shape)
 
 
 def _conv_geometry(w_shape, stride, padding, dilation):
@@ -399,11 +396,6 @@ def _is_depthwise(x, w, groups, padding):
     """One input channel per group, and no depth (nor padding along it): the direct loops' case."""
     return (groups > 1 and groups == x.shape[1] and w.shape[1] == 1 and x.shape[2] == 1 and w.shape[2] == 1
             and padding[0] == 0)
-
-
-def _or_empty(a, dtype):
-    """a flattened, or an empty array where a kernel's argument is unused (Numba needs an array's type)."""
-    return np.zeros(0, dtype=dtype) if a is None else a.reshape(-1)
 
 
 def _depthwise_dims(x_shape, w_shape, out, stride, padding, dilation):

@@ -203,7 +203,7 @@ class _Geometry:
 
     def padded(self, x, empty):
         """x zero padded, flat: a copy where there is padding, x itself where there is none."""
-        return _padded(x, self.padding, self.padding, empty)
+        return padded_input(x, self.padding, empty)
 
 
 def padded_input(x, padding, empty):
@@ -311,7 +311,7 @@ def conv_forward_direct(x, w, b, stride, padding, dilation, out, groups, empty, 
     a = _lanes_last(w, groups, ogp)
     p = geo.pos.size
     y = empty((x.shape[0], w.shape[0]) + tuple(out), x.dtype)
-    kernel(a.reshape(-1), geo.padded(x, empty) if padded is None else padded, y.reshape(-1), _or_empty(b, x.dtype),
+    kernel(a.reshape(-1), geo.padded(x, empty) if padded is None else padded, y.reshape(-1), or_empty(b, x.dtype),
            b is not None, geo.taps,
            geo.pos, _counting(p),
            x.shape[0], groups, ogp // LANES, -(-p // columns), 1, x.shape[0],
@@ -339,17 +339,18 @@ def conv_weight_grad_direct(x, gy, w_shape, stride, padding, dilation, groups, e
     step = -(-n // max(1, min(n, -(-_MIN_ITEMS // tiles))))
     parts = -(-n // step) if n else 1
     partial = np.zeros((parts,) + tuple(w_shape), dtype=x.dtype)
-    kernel(a, geo.padded(x, empty) if padded is None else padded, partial.reshape(-1), _or_empty(None, x.dtype),
+    kernel(a, geo.padded(x, empty) if padded is None else padded, partial.reshape(-1), or_empty(None, x.dtype),
            False, geo.pos, geo.taps,
            _counting(k), parts, groups, ogp // lanes, -(-k // columns), step, n,
            groups * p * ogp, p * ogp, ogp, geo.c * geo.chan, x.shape[1] // groups * geo.chan,
            w_shape[0] * k, k, og, k)
-    gb = (_in_order(sums) if n else np.zeros(w_shape[0], x.dtype)) if need_gb else None
-    return _in_order(partial), gb
+    gb = (sum_in_order(sums) if n else np.zeros(w_shape[0], x.dtype)) if need_gb else None
+    return sum_in_order(partial), gb
 
 
-def _in_order(parts):
-    """parts[0] + parts[1] + ..., in that order (parts has at least one)."""
+def sum_in_order(parts):
+    """parts[0] + parts[1] + ..., in that order (parts has at least one): partial sums of a reduction split by shape,
+    added the same way whatever the thread count."""
     total = parts[0].copy()
     for part in parts[1:]:
         total += part
@@ -395,7 +396,7 @@ def conv_input_grad_direct(gy, w, x_shape, stride, padding, dilation, groups, em
         e, a, b = np.ix_(rd + stride[0] * np.arange(md), rh + stride[1] * np.arange(mh), rw + stride[2] * np.arange(mw))
         at = ((e * x_shape[3] + a) * x_shape[4] + b).reshape(-1).astype(np.uint64)
         m = md * mh * mw
-        kernel(lanes.reshape(-1), gp, gx.reshape(-1), _or_empty(None, gy.dtype), False, rows, cols, at,
+        kernel(lanes.reshape(-1), gp, gx.reshape(-1), or_empty(None, gy.dtype), False, rows, cols, at,
                n, groups, cgp // LANES, -(-m // columns), 1, n,
                0, og * len(taps) * cgp, cgp, o * chan, og * chan,
                c * math.prod(x_shape[2:]), math.prod(x_shape[2:]), cg, m)
@@ -456,8 +457,8 @@ def conv_weight_grad_positions(x, gy, w_shape, padding, dilation, groups, empty,
     partial = np.zeros((parts, o, k), dtype=x.dtype)
     kernel(gyw, xp, partial.reshape(-1), geo.taps, parts, groups, ogp // chans, -(-k // taps), inner, n, og, ogp,
            vectors, c * geo.chan, cg * geo.chan)
-    gb = (_in_order(sums) if n else np.zeros(o, x.dtype)) if need_gb else None
-    return _in_order(partial).reshape(w_shape), gb
+    gb = (sum_in_order(sums) if n else np.zeros(o, x.dtype)) if need_gb else None
+    return sum_in_order(partial).reshape(w_shape), gb
 
 
 @pjit
@@ -526,7 +527,7 @@ def _positions(x, w, b, padding, dilation, out, groups, empty):
     a = _lanes_last(w, groups, ogp)
     out_sample = tiles * POSITIONS
     wide = empty((n, o, out_sample), x.dtype)
-    kernel(a.reshape(-1), xp, wide.reshape(-1), _or_empty(b, x.dtype), b is not None, geo.taps, n, groups,
+    kernel(a.reshape(-1), xp, wide.reshape(-1), or_empty(b, x.dtype), b is not None, geo.taps, n, groups,
            ogp // chans, tiles, og, ogp, c * chan, cg * chan, out_sample)
     grid = np.lib.stride_tricks.as_strided(wide, (n, o) + tuple(out),
                                            wide.strides[:2] + tuple(s * wide.itemsize for s in (hp * wp, wp, 1)))
@@ -559,7 +560,8 @@ def _counting(count):
     return np.arange(count, dtype=np.uint64)
 
 
-def _or_empty(a, dtype):
+def or_empty(a, dtype):
+    """a flattened, or an empty array where a kernel's argument is unused (Numba needs an array's type)."""
     return np.zeros(0, dtype=dtype) if a is None else a.reshape(-1)
 
 
