@@ -19,7 +19,14 @@ def device(request):
 
 @pytest.fixture(params=["compiled", "numpy"])
 def cpu_path(request, monkeypatch):
-    """Runs a test once with the CPU backend's compiled kernels (Numba) and once with NumPy's code alone."""
+    """Runs a test once with the CPU backend's compiled kernels (Numba) and once with NumPy's code alone. A test's
+    cuda case (from the device fixture) runs once, under "numpy": the CPU path does not apply to it."""
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    if params.get("device") == "cuda":
+        if not tg.cuda.is_available():
+            pytest.skip(f"no CUDA device: {tg.cuda.unavailable_reason()}")
+        if request.param == "compiled":
+            pytest.skip("the CPU path does not apply to a CUDA case: it runs once, under 'numpy'")
     backend = tg.device("cpu").backend
     if request.param == "compiled":
         if backend.kernels is None:

@@ -30,19 +30,21 @@ TRANSPOSED = [
 ]
 
 
-def _both(torch, fn_name, x0, w0, b0, kwargs, order=2):
-    """Outputs, gradients and second derivatives (of <grad, gg> for the inputs and gy) in both libraries."""
+def _both(torch, fn_name, x0, w0, b0, kwargs, order=2, device="cpu"):
+    """Outputs, gradients and second derivatives (of <grad, gg> for the inputs and gy) in both libraries (ours on
+    ``device``, PyTorch's on the CPU)."""
     results = []
     for lib, fn in ((tg, getattr(F, fn_name)), (torch, getattr(torch.nn.functional, fn_name))):
         rng = np.random.default_rng(0)
-        leaves = [lib.tensor(a, requires_grad=True) for a in (x0, w0) + ((b0,) if b0 is not None else ())]
+        on = {"device": device} if lib is tg else {}
+        leaves = [lib.tensor(a, requires_grad=True, **on) for a in (x0, w0) + ((b0,) if b0 is not None else ())]
         y = fn(*leaves[:2], leaves[2] if b0 is not None else None, **kwargs)
-        gy = lib.tensor(rng.standard_normal(tuple(y.shape)), requires_grad=True)
+        gy = lib.tensor(rng.standard_normal(tuple(y.shape)), requires_grad=True, **on)
         grads = lib.autograd.grad(y, leaves, gy, create_graph=order > 1)
         out = [y] + list(grads)
         if order > 1:
-            gg = [lib.tensor(rng.standard_normal(tuple(g.shape))) for g in grads]
-            total = sum(((g * c).sum() for g, c in zip(grads, gg)), lib.tensor(0.0, dtype=lib.float64))
+            gg = [lib.tensor(rng.standard_normal(tuple(g.shape)), **on) for g in grads]
+            total = sum(((g * c).sum() for g, c in zip(grads, gg)), lib.tensor(0.0, dtype=lib.float64, **on))
             out += [lib.zeros_like(t) if s is None else s
                     for s, t in zip(lib.autograd.grad(total, leaves + [gy], allow_unused=True), leaves + [gy])]
         results.append([np.asarray(t.detach().numpy()) for t in out])
@@ -52,19 +54,19 @@ def _both(torch, fn_name, x0, w0, b0, kwargs, order=2):
 
 
 @pytest.mark.parametrize("d, kwargs", CONV, ids=[f"{d}d-{k}" for d, k in CONV])
-def test_conv_matches_torch_to_second_order(torch, d, kwargs):
+def test_conv_matches_torch_to_second_order(torch, d, kwargs, device):
     g = kwargs.get("groups", 1)
     x0 = R.standard_normal((2, 4) + SPATIAL[d])
     w0 = R.standard_normal((6 if g != 4 else 8, 4 // g) + KERNEL[d])
-    _both(torch, f"conv{d}d", x0, w0, R.standard_normal(w0.shape[0]), kwargs)
+    _both(torch, f"conv{d}d", x0, w0, R.standard_normal(w0.shape[0]), kwargs, device=device)
 
 
 @pytest.mark.parametrize("d, kwargs", TRANSPOSED, ids=[f"{d}d-{k}" for d, k in TRANSPOSED])
-def test_conv_transpose_matches_torch_to_second_order(torch, d, kwargs):
+def test_conv_transpose_matches_torch_to_second_order(torch, d, kwargs, device):
     g = kwargs.get("groups", 1)
     x0 = R.standard_normal((2, 4) + SPATIAL[d])
     w0 = R.standard_normal((4, 6 // g) + KERNEL[d])
-    _both(torch, f"conv_transpose{d}d", x0, w0, R.standard_normal(6), kwargs)
+    _both(torch, f"conv_transpose{d}d", x0, w0, R.standard_normal(6), kwargs, device=device)
 
 
 @pytest.mark.parametrize("d", [1, 2, 3])

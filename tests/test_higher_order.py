@@ -19,8 +19,9 @@ from norm_cases import ALL, IDS, make
 pytestmark = pytest.mark.usefixtures("cpu_path")
 
 
-def _modules(case, torch, training, impl="fused", seed=3):
-    """The same layer in both libraries, in float64, with random parameters and running statistics."""
+def _modules(case, torch, training, impl="fused", seed=3, device="cpu"):
+    """The same layer in both libraries, in float64, with random parameters and running statistics (ours on
+    ``device``, PyTorch's on the CPU)."""
     rng = np.random.default_rng(seed)
     theirs = make(torch.nn, case).double()
     with torch.no_grad():
@@ -33,16 +34,18 @@ def _modules(case, torch, training, impl="fused", seed=3):
                 b.copy_(torch.tensor(rng.uniform(0.5, 2.0, tuple(b.shape))))
     ours = make(nn, case, impl=impl).double()
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    ours.to(device)
     theirs.train(training)
     ours.train(training)
     return ours, theirs
 
 
 def _derivatives(lib, fn, leaves, order, seed=11):
-    """[d<f, c1>/d leaves, d<first, c2>/d leaves, ...] up to ``order``, each list with zeros for unused leaves."""
+    """[d<f, c1>/d leaves, d<first, c2>/d leaves, ...] up to ``order``, each list with zeros for unused leaves, as
+    host arrays (the weights c_k are made on the leaves' device)."""
     rng = np.random.default_rng(seed)
     is_torch = lib.__name__ == "torch"
-    make_t = (lambda a: lib.tensor(a)) if is_torch else (lambda a: tg.tensor(a))
+    make_t = (lambda a: lib.tensor(a)) if is_torch else (lambda a: tg.tensor(a, device=leaves[0].device))
     out = fn(*leaves)
     total = (out * make_t(rng.standard_normal(tuple(out.shape)))).sum()
     results = []
@@ -97,11 +100,11 @@ def _assert_close(ours, theirs, tol=1e-8):
 @pytest.mark.parametrize("impl", ["fused", "composite"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("case", ALL, ids=IDS)
-def test_second_derivatives_match_torch(case, training, impl, torch):
-    ours, theirs = _modules(case, torch, training, impl)
+def test_second_derivatives_match_torch(case, training, impl, torch, device):
+    ours, theirs = _modules(case, torch, training, impl, device=device)
     x0 = _input(case)
     names, leaves_t = _leaves(theirs, torch.tensor(x0, requires_grad=True), torch)
-    _, leaves_o = _leaves(ours, tg.tensor(x0, requires_grad=True), tg)
+    _, leaves_o = _leaves(ours, tg.tensor(x0, device=device, requires_grad=True), tg)
     expected = _derivatives(torch, _call(theirs, names, torch), leaves_t, 2)
     _assert_close(_derivatives(tg, _call(ours, names, tg), leaves_o, 2), expected)
 
@@ -175,11 +178,11 @@ def _torch_formula(case, module, torch, training):
 @pytest.mark.parametrize("impl", ["fused", "composite"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("case", ALL, ids=IDS)
-def test_third_derivatives_match_the_formula_differentiated_by_torch(case, training, impl, torch):
-    ours, theirs = _modules(case, torch, training, impl)
+def test_third_derivatives_match_the_formula_differentiated_by_torch(case, training, impl, torch, device):
+    ours, theirs = _modules(case, torch, training, impl, device=device)
     x0 = _input(case)
     names, leaves_t = _leaves(theirs, torch.tensor(x0, requires_grad=True), torch)
-    _, leaves_o = _leaves(ours, tg.tensor(x0, requires_grad=True), tg)
+    _, leaves_o = _leaves(ours, tg.tensor(x0, device=device, requires_grad=True), tg)
     expected = _derivatives(torch, _torch_formula(case, theirs, torch, training), leaves_t, 3)
     _assert_close(_derivatives(tg, _call(ours, names, tg), leaves_o, 3), expected)
 
