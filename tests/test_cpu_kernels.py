@@ -563,6 +563,25 @@ def test_direct_tiles_give_the_same_bits_on_any_thread_count(monkeypatch, tiles)
                      "conv_weight_grad_positions": 3, "conv_input_grad_direct": 3, "conv_input_grad_positions": 6}
 
 
+@pytest.mark.parametrize("kind, measured, strides", [("avx512", True, (1, 2)), ("avx2", True, (1,)),
+                                                     ("avx2", False, ())], ids=["avx512", "avx2", "unmeasured"])
+def test_the_default_runs_the_tiles_where_they_measured_faster(monkeypatch, kind, measured, strides):
+    """By default (float32, 16+ channels, 128+ taps) the forward runs on the tiles on either ISA, the input gradient
+    by stride phase at strides up to 2 with AVX-512 and 1 with AVX2, and nothing where the CPU is of neither kind
+    (NUMBA_CPU_NAME set, or no AVX2)."""
+    pytest.importorskip("numba")
+    from tinygradnorm.backend.cpu_kernels import conv_direct
+    monkeypatch.setattr(conv_direct, "MODE", "auto")
+    monkeypatch.setattr(conv_direct, "isa", lambda: kind)
+    monkeypatch.setattr(conv_direct, "measured_kind", lambda: measured)
+    w_shape = (64, 32, 1, 3, 3)                 # 144 taps to each phase at stride 2
+    assert conv_direct.runs_forward(np.float32, w_shape, 1) == measured
+    assert not conv_direct.runs_forward(np.float64, w_shape, 1)
+    ran = tuple(s for s in (1, 2) if conv_direct.runs_input_grad(np.float32, w_shape, 1, (1, s, s)))
+    assert ran == strides
+    assert conv_direct.runs_forward_positions(np.float32, (8, 8, 1, 3, 3), 1, (1, 1, 1)) == measured
+
+
 @needs_kernels
 def test_a_bad_conv_direct_setting_is_named(monkeypatch):
     from tinygradnorm.backend.cpu_kernels import conv_direct

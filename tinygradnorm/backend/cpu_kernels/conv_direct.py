@@ -59,6 +59,8 @@ WEIGHT_GRAD_TILES = {"avx512": (32, 6)}   # (channels, columns) of the weight gr
 POSITIONS = 16             # the positions tiles' lanes: output positions along a row
 WEIGHT_POSITIONS = {"avx512": (8, 3), "avx2": (2, 2)}   # (channels, taps) of the weight gradient's positions tiles
 POSITION_CHANNELS = {"avx512": 8, "avx2": 4}    # their channels: 8 AVX-512 registers, or 4 x 2 AVX2 ones
+INPUT_GRAD_STRIDE = {"avx512": 2, "avx2": 1}    # the largest stride at which the input gradient's tiles run by
+#                                                 default (see the NOTE above runs)
 
 
 @functools.cache
@@ -68,6 +70,14 @@ def isa():
     if numba.config.CPU_NAME not in (None, "host"):
         return "avx2"
     return "avx512" if llvmlite.binding.get_host_cpu_features().get("avx512f", False) else "avx2"
+
+
+@functools.cache
+def measured_kind():
+    """Whether this CPU is of a kind the defaults below were measured on: Numba compiles for it (no NUMBA_CPU_NAME)
+    and it has AVX-512 or AVX2. Elsewhere the tiles run only with TINYGRADNORM_CONV_DIRECT=1."""
+    features = llvmlite.binding.get_host_cpu_features()
+    return numba.config.CPU_NAME in (None, "host") and bool(features.get("avx512f") or features.get("avx2"))
 
 
 def slp_compiled(dispatcher):
@@ -123,6 +133,17 @@ def slp_pjit(fn):
 # -> 1.24 [0.63-1.27 per round]. That 0.27 ms of a 10 ms training step was not worth the kernel's compile time on
 # the example's first run (87 s without it, 111 s with it, on two cores; cached after): so by default it runs with a
 # whole number of 8-channel blocks, as the input gradient does.
+#
+# On a 2-core AMD EPYC with AVX2 and no AVX-512 (the AVX2 tiles: 16 channels by 6 columns, positions tiles of 4
+# channels), the same comparison, median of five alternating rounds, GEMM path -> tiles, in ms. Forward: LeNet's
+# conv1 1.35 -> 1.04, conv2 1.48 -> 0.61, 3x3 same 4.30 -> 3.31, stride 2 1.91 -> 1.64, dilated 4.16 -> 3.20, grouped
+# 2.31 -> 1.44, the stem 4.87 -> 3.39, 1-D 0.86 -> 0.75, 3-D 3.27 -> 2.01; a 1x1 kernel (64 taps) lost, 2.25 -> 2.92.
+# Weight gradient, with the bias's: conv2 1.79 -> 0.80, same 4.44 -> 3.35, stride 2 2.29 -> 1.95, dilated 4.37 ->
+# 3.52, grouped (positions) 2.83 -> 2.67, stem 5.45 -> 4.27, 1-D 1.20 -> 0.87, 3-D 2.88 -> 1.73. A transposed 2-D
+# convolution's backward 2.14 -> 1.73. The input gradient won at stride 1: same 4.09 -> 3.34, dilated 4.05 -> 3.66,
+# 1-D 0.85 -> 0.80, and on the positions tiles grouped 2.50 -> 1.53 and 3-D 3.07 -> 2.45; by stride phase it lost:
+# stride 2 2.01 -> 2.36, a transposed 2-D convolution's forward 1.35 -> 1.48. So with AVX2 the defaults are
+# AVX-512's, except that the input's gradient runs on the tiles at stride 1 only (INPUT_GRAD_STRIDE).
 MODE = os.environ.get("TINYGRADNORM_CONV_DIRECT", "auto")       # "auto", "1" (wherever they can) or "0" (never)
 
 
@@ -136,7 +157,7 @@ def runs(dtype, lanes, rows):
     if MODE != "auto":
         raise ValueError(f"TINYGRADNORM_CONV_DIRECT is {MODE!r}; expected 'auto' (the default), '1' (the direct "
                          f"convolution wherever it can run) or '0' (never)")
-    return isa() == "avx512" and dtype == np.float32 and lanes >= LANES and rows >= MIN_ROWS
+    return measured_kind() and dtype == np.float32 and lanes >= LANES and rows >= MIN_ROWS
 
 
 def runs_forward(dtype, w_shape, groups):
@@ -146,9 +167,10 @@ def runs_forward(dtype, w_shape, groups):
 
 def runs_input_grad(dtype, w_shape, groups, stride):
     """Whether the tiles run the input's gradient, by stride phase: its tiles have C/G channels and, in each phase,
-    O/G times the kernel's size over the stride's rows (taps). By default the stride is 1 or 2 along each dim."""
+    O/G times the kernel's size over the stride's rows (taps). By default the stride is at most INPUT_GRAD_STRIDE
+    along each dim (2 with AVX-512, 1 with AVX2)."""
     taps = w_shape[0] // groups * math.prod(w_shape[2:]) // math.prod(stride)
-    return runs(dtype, w_shape[1], taps) and (MODE == "1" or all(s <= 2 for s in stride))
+    return runs(dtype, w_shape[1], taps) and (MODE == "1" or all(s <= INPUT_GRAD_STRIDE[isa()] for s in stride))
 
 
 def _positions_can(dtype, stride):
@@ -157,7 +179,7 @@ def _positions_can(dtype, stride):
         return False
     if MODE not in ("1", "auto"):
         runs(dtype, 0, 0)                                 # the error that names the setting
-    return all(s == 1 for s in stride) and (MODE == "1" or (isa() == "avx512" and dtype == np.float32))
+    return all(s == 1 for s in stride) and (MODE == "1" or (measured_kind() and dtype == np.float32))
 
 
 def runs_forward_positions(dtype, w_shape, groups, stride):
