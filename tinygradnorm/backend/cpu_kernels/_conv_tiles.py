@@ -2589,11 +2589,11 @@ def positions_16x8(w, x, wide, bias, has_bias, row, samples, groups, blocks, til
 
 
 @slp_pjit
-def weight_positions_16x2x2(gyw, x, out, row, parts, groups, blocks, tiles, inner, samples, og, ogp,
+def weight_positions_16x2x3(gyw, x, out, row, parts, groups, blocks, tiles, inner, samples, og, ogp,
             vectors, x_sample, x_group):
     """out[part, g*og + blk*2 + c, k] = Σ over the samples n = part*inner + m < samples (m < inner) and the
     wide grid's positions t < vectors*16 of gyw[n, g, t // 16, blk*2 + c, t % 16]
-    x[n*x_sample + g*x_group + row[k] + t], for every part, group g, block of 2 channels c and tile of 2
+    x[n*x_sample + g*x_group + row[k] + t], for every part, group g, block of 2 channels c and tile of 3
     taps k: each (c, k)'s 16 lanes summed over the positions, then added up lane by lane."""
     zero = x.dtype.type(0.0)
     k_ = row.size
@@ -2602,13 +2602,16 @@ def weight_positions_16x2x2(gyw, x, out, row, parts, groups, blocks, tiles, inne
         blk = item // tiles % blocks
         g = item // (tiles * blocks) % groups
         part = item // (tiles * blocks * groups)
-        k0 = t * 2
+        k0 = t * 3
         r0 = row[min(k0 + 0, k_ - 1)]
         r1 = row[min(k0 + 1, k_ - 1)]
+        r2 = row[min(k0 + 2, k_ - 1)]
         acc0_0_0 = acc0_0_1 = acc0_0_2 = acc0_0_3 = acc0_0_4 = acc0_0_5 = acc0_0_6 = acc0_0_7 = acc0_0_8 = acc0_0_9 = acc0_0_10 = acc0_0_11 = acc0_0_12 = acc0_0_13 = acc0_0_14 = acc0_0_15 = zero
         acc0_1_0 = acc0_1_1 = acc0_1_2 = acc0_1_3 = acc0_1_4 = acc0_1_5 = acc0_1_6 = acc0_1_7 = acc0_1_8 = acc0_1_9 = acc0_1_10 = acc0_1_11 = acc0_1_12 = acc0_1_13 = acc0_1_14 = acc0_1_15 = zero
+        acc0_2_0 = acc0_2_1 = acc0_2_2 = acc0_2_3 = acc0_2_4 = acc0_2_5 = acc0_2_6 = acc0_2_7 = acc0_2_8 = acc0_2_9 = acc0_2_10 = acc0_2_11 = acc0_2_12 = acc0_2_13 = acc0_2_14 = acc0_2_15 = zero
         acc1_0_0 = acc1_0_1 = acc1_0_2 = acc1_0_3 = acc1_0_4 = acc1_0_5 = acc1_0_6 = acc1_0_7 = acc1_0_8 = acc1_0_9 = acc1_0_10 = acc1_0_11 = acc1_0_12 = acc1_0_13 = acc1_0_14 = acc1_0_15 = zero
         acc1_1_0 = acc1_1_1 = acc1_1_2 = acc1_1_3 = acc1_1_4 = acc1_1_5 = acc1_1_6 = acc1_1_7 = acc1_1_8 = acc1_1_9 = acc1_1_10 = acc1_1_11 = acc1_1_12 = acc1_1_13 = acc1_1_14 = acc1_1_15 = zero
+        acc1_2_0 = acc1_2_1 = acc1_2_2 = acc1_2_3 = acc1_2_4 = acc1_2_5 = acc1_2_6 = acc1_2_7 = acc1_2_8 = acc1_2_9 = acc1_2_10 = acc1_2_11 = acc1_2_12 = acc1_2_13 = acc1_2_14 = acc1_2_15 = zero
         for n in range(part * inner, min(part * inner + inner, samples)):
             gy_at = U(((n * groups + g) * vectors * ogp + blk * 2) * 16)
             x_at = U(n * x_sample + g * x_group)
@@ -2647,6 +2650,22 @@ def weight_positions_16x2x2(gyw, x, out, row, parts, groups, blocks, tiles, inne
                 x1_13 = x[xv + r1 + U(13)]
                 x1_14 = x[xv + r1 + U(14)]
                 x1_15 = x[xv + r1 + U(15)]
+                x2_0 = x[xv + r2 + U(0)]
+                x2_1 = x[xv + r2 + U(1)]
+                x2_2 = x[xv + r2 + U(2)]
+                x2_3 = x[xv + r2 + U(3)]
+                x2_4 = x[xv + r2 + U(4)]
+                x2_5 = x[xv + r2 + U(5)]
+                x2_6 = x[xv + r2 + U(6)]
+                x2_7 = x[xv + r2 + U(7)]
+                x2_8 = x[xv + r2 + U(8)]
+                x2_9 = x[xv + r2 + U(9)]
+                x2_10 = x[xv + r2 + U(10)]
+                x2_11 = x[xv + r2 + U(11)]
+                x2_12 = x[xv + r2 + U(12)]
+                x2_13 = x[xv + r2 + U(13)]
+                x2_14 = x[xv + r2 + U(14)]
+                x2_15 = x[xv + r2 + U(15)]
                 g0 = gyw[gv + U(0)]
                 g1 = gyw[gv + U(1)]
                 g2 = gyw[gv + U(2)]
@@ -2695,6 +2714,22 @@ def weight_positions_16x2x2(gyw, x, out, row, parts, groups, blocks, tiles, inne
                 acc0_1_13 += g13 * x1_13
                 acc0_1_14 += g14 * x1_14
                 acc0_1_15 += g15 * x1_15
+                acc0_2_0 += g0 * x2_0
+                acc0_2_1 += g1 * x2_1
+                acc0_2_2 += g2 * x2_2
+                acc0_2_3 += g3 * x2_3
+                acc0_2_4 += g4 * x2_4
+                acc0_2_5 += g5 * x2_5
+                acc0_2_6 += g6 * x2_6
+                acc0_2_7 += g7 * x2_7
+                acc0_2_8 += g8 * x2_8
+                acc0_2_9 += g9 * x2_9
+                acc0_2_10 += g10 * x2_10
+                acc0_2_11 += g11 * x2_11
+                acc0_2_12 += g12 * x2_12
+                acc0_2_13 += g13 * x2_13
+                acc0_2_14 += g14 * x2_14
+                acc0_2_15 += g15 * x2_15
                 g0 = gyw[gv + U(16)]
                 g1 = gyw[gv + U(17)]
                 g2 = gyw[gv + U(18)]
@@ -2743,7 +2778,23 @@ def weight_positions_16x2x2(gyw, x, out, row, parts, groups, blocks, tiles, inne
                 acc1_1_13 += g13 * x1_13
                 acc1_1_14 += g14 * x1_14
                 acc1_1_15 += g15 * x1_15
-        tile = np.empty(64, dtype=x.dtype)
+                acc1_2_0 += g0 * x2_0
+                acc1_2_1 += g1 * x2_1
+                acc1_2_2 += g2 * x2_2
+                acc1_2_3 += g3 * x2_3
+                acc1_2_4 += g4 * x2_4
+                acc1_2_5 += g5 * x2_5
+                acc1_2_6 += g6 * x2_6
+                acc1_2_7 += g7 * x2_7
+                acc1_2_8 += g8 * x2_8
+                acc1_2_9 += g9 * x2_9
+                acc1_2_10 += g10 * x2_10
+                acc1_2_11 += g11 * x2_11
+                acc1_2_12 += g12 * x2_12
+                acc1_2_13 += g13 * x2_13
+                acc1_2_14 += g14 * x2_14
+                acc1_2_15 += g15 * x2_15
+        tile = np.empty(96, dtype=x.dtype)
         tile[0] = acc0_0_0
         tile[1] = acc0_0_1
         tile[2] = acc0_0_2
@@ -2776,44 +2827,76 @@ def weight_positions_16x2x2(gyw, x, out, row, parts, groups, blocks, tiles, inne
         tile[29] = acc0_1_13
         tile[30] = acc0_1_14
         tile[31] = acc0_1_15
-        tile[32] = acc1_0_0
-        tile[33] = acc1_0_1
-        tile[34] = acc1_0_2
-        tile[35] = acc1_0_3
-        tile[36] = acc1_0_4
-        tile[37] = acc1_0_5
-        tile[38] = acc1_0_6
-        tile[39] = acc1_0_7
-        tile[40] = acc1_0_8
-        tile[41] = acc1_0_9
-        tile[42] = acc1_0_10
-        tile[43] = acc1_0_11
-        tile[44] = acc1_0_12
-        tile[45] = acc1_0_13
-        tile[46] = acc1_0_14
-        tile[47] = acc1_0_15
-        tile[48] = acc1_1_0
-        tile[49] = acc1_1_1
-        tile[50] = acc1_1_2
-        tile[51] = acc1_1_3
-        tile[52] = acc1_1_4
-        tile[53] = acc1_1_5
-        tile[54] = acc1_1_6
-        tile[55] = acc1_1_7
-        tile[56] = acc1_1_8
-        tile[57] = acc1_1_9
-        tile[58] = acc1_1_10
-        tile[59] = acc1_1_11
-        tile[60] = acc1_1_12
-        tile[61] = acc1_1_13
-        tile[62] = acc1_1_14
-        tile[63] = acc1_1_15
+        tile[32] = acc0_2_0
+        tile[33] = acc0_2_1
+        tile[34] = acc0_2_2
+        tile[35] = acc0_2_3
+        tile[36] = acc0_2_4
+        tile[37] = acc0_2_5
+        tile[38] = acc0_2_6
+        tile[39] = acc0_2_7
+        tile[40] = acc0_2_8
+        tile[41] = acc0_2_9
+        tile[42] = acc0_2_10
+        tile[43] = acc0_2_11
+        tile[44] = acc0_2_12
+        tile[45] = acc0_2_13
+        tile[46] = acc0_2_14
+        tile[47] = acc0_2_15
+        tile[48] = acc1_0_0
+        tile[49] = acc1_0_1
+        tile[50] = acc1_0_2
+        tile[51] = acc1_0_3
+        tile[52] = acc1_0_4
+        tile[53] = acc1_0_5
+        tile[54] = acc1_0_6
+        tile[55] = acc1_0_7
+        tile[56] = acc1_0_8
+        tile[57] = acc1_0_9
+        tile[58] = acc1_0_10
+        tile[59] = acc1_0_11
+        tile[60] = acc1_0_12
+        tile[61] = acc1_0_13
+        tile[62] = acc1_0_14
+        tile[63] = acc1_0_15
+        tile[64] = acc1_1_0
+        tile[65] = acc1_1_1
+        tile[66] = acc1_1_2
+        tile[67] = acc1_1_3
+        tile[68] = acc1_1_4
+        tile[69] = acc1_1_5
+        tile[70] = acc1_1_6
+        tile[71] = acc1_1_7
+        tile[72] = acc1_1_8
+        tile[73] = acc1_1_9
+        tile[74] = acc1_1_10
+        tile[75] = acc1_1_11
+        tile[76] = acc1_1_12
+        tile[77] = acc1_1_13
+        tile[78] = acc1_1_14
+        tile[79] = acc1_1_15
+        tile[80] = acc1_2_0
+        tile[81] = acc1_2_1
+        tile[82] = acc1_2_2
+        tile[83] = acc1_2_3
+        tile[84] = acc1_2_4
+        tile[85] = acc1_2_5
+        tile[86] = acc1_2_6
+        tile[87] = acc1_2_7
+        tile[88] = acc1_2_8
+        tile[89] = acc1_2_9
+        tile[90] = acc1_2_10
+        tile[91] = acc1_2_11
+        tile[92] = acc1_2_12
+        tile[93] = acc1_2_13
+        tile[94] = acc1_2_14
+        tile[95] = acc1_2_15
         at = (part * groups * og + g * og + blk * 2) * k_ + k0
         for c in range(min(2, og - blk * 2)):
-            for k in range(min(2, k_ - k0)):
+            for k in range(min(3, k_ - k0)):
                 total = zero
                 for t in range(16):
-                    total += tile[(c * 2 + k) * 16 + t]
+                    total += tile[(c * 3 + k) * 16 + t]
                 out[at + c * k_ + k] = total
 
 
@@ -3822,4 +3905,4 @@ def weight_positions_16x8x3(gyw, x, out, row, parts, groups, blocks, tiles, inne
 KERNELS = {"avx512": tiles_16x14, "avx2": tiles_16x6}
 POSITION_KERNELS = {"avx512": positions_16x8, "avx2": positions_16x4}
 WEIGHT_GRAD_KERNELS = {"avx512": tiles_32x6}
-WEIGHT_POSITION_KERNELS = {"avx512": weight_positions_16x8x3, "avx2": weight_positions_16x2x2}
+WEIGHT_POSITION_KERNELS = {"avx512": weight_positions_16x8x3, "avx2": weight_positions_16x2x3}

@@ -57,7 +57,9 @@ COLUMNS = {"avx512": 14, "avx2": 6}      # columns per tile: 14 of the 32 AVX-51
 WEIGHT_GRAD_TILES = {"avx512": (32, 6)}   # (channels, columns) of the weight gradient's tiles where the group's
 #                                           channels are a multiple of 32 (see conv_weight_grad_direct)
 POSITIONS = 16             # the positions tiles' lanes: output positions along a row
-WEIGHT_POSITIONS = {"avx512": (8, 3), "avx2": (2, 2)}   # (channels, taps) of the weight gradient's positions tiles
+WEIGHT_POSITIONS = {"avx512": (8, 3), "avx2": (2, 3)}   # (channels, taps) of the weight gradient's positions tiles
+#                                                         (with AVX2, 2 x 3 ran 0.87-0.91x the time of 2 x 2; 2 x 4,
+#                                                         4 x 2, 4 x 1 and 1 x 6 were slower than 2 x 3)
 POSITION_CHANNELS = {"avx512": 8, "avx2": 4}    # their channels: 8 AVX-512 registers, or 4 x 2 AVX2 ones
 INPUT_GRAD_STRIDE = {"avx512": 2, "avx2": 1}    # the largest stride at which the input gradient's tiles run by
 #                                                 default (see the NOTE above runs)
