@@ -449,9 +449,9 @@ def conv_weight_grad_positions(x, gy, w_shape, padding, dilation, groups, empty,
     """conv_weight_grad_direct at stride 1 on positions tiles: (gw, gb), or None where x is not all finite.
 
     gw[o, k] = Σ_n Σ_t gy_wide[n, o, t] x_pad[n, tap[k] + t] over the wide grid's positions t (see _positions), with
-    gy_wide zero at the grid's positions that are not outputs. A tile of 8 channels by 3 taps holds each sum as 16
-    lanes of neighbouring positions, one vector: per 16 positions it loads 3 vectors of x and 8 of gy for 24
-    multiply-adds. The lanes are added up, in order, once per part of the samples; the parts (a few samples each,
+    gy_wide zero at the grid's positions that are not outputs. A tile of 8 channels by 3 taps (AVX-512; 2 by 3 with
+    AVX2, WEIGHT_POSITIONS) holds each sum as 16 lanes of neighbouring positions, one vector: per 16 positions it
+    loads 3 vectors of x and 8 of gy for 24 multiply-adds. The lanes are added up, in order, once per part of the samples; the parts (a few samples each,
     so that their x and gy stay in a core's cache while every tile reads them) are added in order.
 
     NOTE: the grid's other positions read x too, and 0 times an inf is nan, where the windows would not have read
