@@ -66,20 +66,28 @@ INPUT_GRAD_STRIDE = {"avx512": 2, "avx2": 1}    # the largest stride at which th
 
 
 @functools.cache
+def _host_features():
+    """The host CPU's features where Numba compiles for it; None where NUMBA_CPU_NAME names another CPU (say
+    'generic', for a portable cache), whose code may not use them."""
+    if numba.config.CPU_NAME not in (None, "host"):
+        return None
+    return llvmlite.binding.get_host_cpu_features()
+
+
+@functools.cache
 def isa():
     """'avx512' where Numba compiles for this CPU and it has AVX-512 (the tiles' registers are 16 float32 wide),
-    else 'avx2'. (With NUMBA_CPU_NAME set, say to 'generic' for a portable cache, the code may not use AVX-512.)"""
-    if numba.config.CPU_NAME not in (None, "host"):
-        return "avx2"
-    return "avx512" if llvmlite.binding.get_host_cpu_features().get("avx512f", False) else "avx2"
+    else 'avx2'."""
+    features = _host_features()
+    return "avx512" if features is not None and features.get("avx512f", False) else "avx2"
 
 
 @functools.cache
 def measured_kind():
     """Whether this CPU is of a kind the defaults below were measured on: Numba compiles for it (no NUMBA_CPU_NAME)
     and it has AVX-512 or AVX2. Elsewhere the tiles run only with TINYGRADNORM_CONV_DIRECT=1."""
-    features = llvmlite.binding.get_host_cpu_features()
-    return numba.config.CPU_NAME in (None, "host") and bool(features.get("avx512f") or features.get("avx2"))
+    features = _host_features()
+    return features is not None and bool(features.get("avx512f") or features.get("avx2"))
 
 
 def slp_compiled(dispatcher):
